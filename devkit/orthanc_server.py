@@ -1,0 +1,261 @@
+"""Real Orthanc servers for tests, the demo and the benchmark.
+
+:class:`OrthancServer` runs ``/usr/sbin/Orthanc`` on free loopback ports with a
+temporary storage directory and the plugin loaded; :func:`start_cluster` starts several
+that know each other as peers. Servers are always stopped by PID (SIGTERM, then
+SIGKILL after a deadline) and their log stays readable for failure reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN_SCRIPT = REPO / "plugin" / "transfers.py"
+ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
+PYTHON_PLUGIN = os.environ.get("ORTHANC_PYTHON_PLUGIN",
+                               "/usr/share/orthanc/plugins/libOrthancPython.so")
+DICOMWEB_PLUGIN = os.environ.get("ORTHANC_DICOMWEB_PLUGIN",
+                                 "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+class WaitTimeout(AssertionError):
+    """A condition was not met in time; the message carries the last observed state."""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.05) -> Any:
+    """Poll until ``predicate`` returns something truthy; raise with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - kept as the last observed state
+            last = e
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class OrthancServer:
+    """One Orthanc process. ``config`` is merged over sensible test defaults."""
+
+    def __init__(self, name: str, *, config: dict[str, Any] | None = None,
+                 plugin: bool = True, dicomweb: bool = False,
+                 workdir: Path | None = None, http_port: int | None = None) -> None:
+        self.name = name
+        self.http_port = http_port or free_port()
+        self.dicom_port = free_port()
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"orthanc-{name}-"))
+        self.storage = self.workdir / "storage"
+        self.log_path = self.workdir / "orthanc.log"
+        self.config_path = self.workdir / "orthanc.json"
+        plugins = [PYTHON_PLUGIN] if plugin else []
+        if dicomweb:
+            plugins.append(DICOMWEB_PLUGIN)
+        self.config: dict[str, Any] = {
+            "Name": name,
+            "StorageDirectory": str(self.storage),
+            "IndexDirectory": str(self.storage),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": name.upper()[:16],
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": plugins,
+            "PythonScript": str(PLUGIN_SCRIPT),
+            "PythonVerbose": False,
+            "StableAge": 2,
+            "Transfers": {"MaxHttpRetries": 2, "HttpRetryBackoff": 0.2},
+        }
+        for key, value in (config or {}).items():
+            if isinstance(value, dict) and isinstance(self.config.get(key), dict):
+                self.config[key] = {**self.config[key], **value}
+            else:
+                self.config[key] = value
+        self.process: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.headers["Accept-Encoding"] = "identity"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    # -- process ----------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> OrthancServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        log = open(self.log_path, "ab")   # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen([ORTHANC_BINARY, str(self.config_path)],
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=self.workdir, start_new_session=True)
+        log.close()
+        try:
+            wait_for(self._ready, timeout, f"Orthanc {self.name} to answer /system")
+        except WaitTimeout:
+            self.stop()
+            raise WaitTimeout(f"Orthanc {self.name} did not start:\n{self.log_tail()}") from None
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with code {self.process.returncode}")
+        return self.session.get(self.url + "/system", timeout=2).status_code == 200
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+                raise WaitTimeout(f"Orthanc {self.name} hung on shutdown:\n{self.log_tail()}")
+        self.session.close()
+        return process.returncode
+
+    def kill(self) -> None:
+        """``kill -9``: the crash case."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self) -> OrthancServer:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    # -- REST -------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def get_json(self, path: str) -> Any:
+        response = self.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def upload(self, files: Iterable[bytes]) -> list[str]:
+        """Store DICOM files; returns their instance IDs."""
+        ids = []
+        for data in files:
+            response = self.post("/instances", data=data,
+                                 headers={"Content-Type": "application/dicom"})
+            response.raise_for_status()
+            ids.append(response.json()["ID"])
+        return ids
+
+    def instance_md5s(self) -> dict[str, str]:
+        """MD5 of every stored instance, computed from the bytes Orthanc serves."""
+        return {instance_id: md5_hex(self.get(f"/instances/{instance_id}/file").content)
+                for instance_id in self.get_json("/instances")}
+
+    def wipe(self) -> None:
+        for patient in self.get_json("/patients"):
+            self.request("DELETE", f"/patients/{patient}")
+
+    def wait_job(self, job_id: str, timeout: float = 120.0,
+                 states: tuple[str, ...] = ("Success", "Failure")) -> dict[str, Any]:
+        """Poll ``/jobs/{id}`` until its state is one of ``states``; return the job."""
+        def finished() -> dict[str, Any] | None:
+            job: dict[str, Any] = self.get_json(f"/jobs/{job_id}")
+            return job if job["State"] in states else None
+
+        result: dict[str, Any] = wait_for(finished, timeout, f"job {job_id} to reach {states}",
+                                          interval=0.1)
+        return result
+
+
+def start_cluster(names: list[str], *, config: dict[str, Any] | None = None,
+                  per_server: dict[str, dict[str, Any]] | None = None,
+                  remote_self: bool = False, **options: Any) -> list[OrthancServer]:
+    """Start servers that declare each other in ``OrthancPeers`` (by name).
+
+    With ``remote_self`` every peer entry carries ``RemoteSelf`` (pull-mode send).
+    """
+    servers = [OrthancServer(name, config=config, **options) for name in names]
+    for server in servers:
+        peers = {}
+        for other in servers:
+            if other is server:
+                continue
+            entry: dict[str, Any] = {"Url": other.url + "/"}
+            if remote_self:
+                entry["RemoteSelf"] = server.name
+            peers[other.name] = entry
+        server.config["OrthancPeers"] = peers
+        for key, value in (per_server or {}).get(server.name, {}).items():
+            server.config[key] = value
+    started: list[OrthancServer] = []
+    try:
+        for server in servers:
+            started.append(server.start())
+    except BaseException:
+        for server in started:
+            server.cleanup()
+        raise
+    return servers
+
+
+@contextlib.contextmanager
+def cluster(names: list[str], **kwargs: Any) -> Iterator[list[OrthancServer]]:
+    servers = start_cluster(names, **kwargs)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.cleanup()

@@ -1,0 +1,73 @@
+"""Assembly: build the services, the job engine and the routes over a :class:`Host`.
+
+:func:`install` is all that ``plugin/transfers.py`` calls. Workers start on
+``ORTHANC_STARTED`` (the database is not usable while the script is imported) and stop
+on ``ORTHANC_STOPPED``, which ``/tools/reset`` also sends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+from .config import PeerConfig, parse_transfers_config
+from .engine import JobEngine, JobStore
+from .errors import BadRequest
+from .hostapi import Host
+from .jobs import Work
+from .metrics import Metrics
+from .peers import PeerClient, SessionPool
+from .pull import PULL_JOB_TYPE, PullWork
+from .rest import register_routes
+from .services import Services
+from .source import InstanceSource
+
+
+class TransfersApp:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.config = parse_transfers_config(host.configuration())
+        self.originator = str(uuid.uuid4())     # new at every start (reference §1)
+        self.metrics = Metrics(host.set_metric)
+        self.services = Services(
+            host=host, config=self.config, originator=self.originator,
+            sessions=SessionPool(self.config.threads * 2 + 2),
+            source=InstanceSource(host, self.config.cache_size), metrics=self.metrics)
+        self.chunk_slots = threading.BoundedSemaphore(self.config.threads)
+        self.engine = JobEngine(
+            JobStore(self.services.staging_root / "jobs"), self._make_work,
+            concurrent_jobs=self.config.concurrent_jobs,
+            history_size=self.config.jobs_history_size, log_error=host.log_error)
+
+    @property
+    def source(self) -> InstanceSource:
+        return self.services.source
+
+    def client(self, peer: PeerConfig) -> PeerClient:
+        return self.services.client(peer)
+
+    def _make_work(self, job_type: str, request: dict[str, Any], job_id: str) -> Work:
+        if job_type == PULL_JOB_TYPE:
+            return PullWork(self.services, job_id, request)
+        raise BadRequest(f"Unknown transfer job type: {job_type}")
+
+    def start(self) -> None:
+        self.services.staging_root.mkdir(parents=True, exist_ok=True)
+        self.engine.start()
+        self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.services.sessions.close()
+        self.services.source.cache.clear()
+
+
+def install(host: Host) -> TransfersApp:
+    app = TransfersApp(host)
+    host.log_warning("Transfers accelerator settings: " + json.dumps(app.config.describe()))
+    register_routes(app)
+    host.on_started(app.start)
+    host.on_stopped(app.stop)
+    return app

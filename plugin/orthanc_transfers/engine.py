@@ -1,0 +1,251 @@
+"""The registry and scheduler of transfer jobs.
+
+Jobs run on their own runner threads, at most ``ConcurrentJobs`` at once, pending jobs
+by decreasing ``Priority`` then submission order. Each job is saved as a small JSON
+file under ``<staging>/jobs`` at every state change (and at most every second while it
+runs), so the list survives a restart; jobs that were running when Orthanc stopped run
+again at the next start and continue from their staging manifest.
+
+Stopping (``ORTHANC_STOPPED``, ``/tools/reset``) interrupts every runner and joins it
+before Orthanc finalizes Python: a thread still inside ``orthanc.*`` at that moment
+would crash Orthanc (python-plugin-notes §3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    ORTHANC_CANCELED_JOB,
+    Cancelled,
+    Paused,
+    TransfersError,
+    UnknownResource,
+)
+from .jobs import FINISHED, JobEvent, JobRecord, JobState, Work
+
+#: Builds the work of a job from its type, its request and its ID (also after a restart).
+WorkFactory = Callable[[str, dict[str, Any], str], Work]
+#: How long ``stop()`` waits for runners before giving up on them.
+STOP_TIMEOUT = 20.0
+#: Running jobs are saved at most this often (seconds).
+SAVE_INTERVAL = 1.0
+
+
+class JobStore:
+    """One JSON file per job, written atomically (write, then rename)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, job: JobRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{job.id}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(job.to_saved()))
+        os.replace(temporary, path)
+
+    def delete(self, job_id: str) -> None:
+        (self.directory / f"{job_id}.json").unlink(missing_ok=True)
+
+    def load_all(self) -> list[JobRecord]:
+        jobs = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                jobs.append(JobRecord.from_saved(json.loads(path.read_text())))
+            except (ValueError, KeyError, OSError):
+                path.rename(path.with_suffix(".corrupt"))
+        return jobs
+
+
+class _Runner:
+    """What a running job's work sees of the engine (implements ``RunContext``)."""
+
+    def __init__(self, engine: JobEngine, job: JobRecord) -> None:
+        self.engine = engine
+        self.job = job
+        self.job_id = job.id
+        self.stop_event = threading.Event()
+        self.stop_reason: type[TransfersError] = Paused
+        self.thread = threading.Thread(target=engine._run, args=(self,),
+                                       name=f"TF-JOB-{job.id[:8]}", daemon=True)
+        self._last_save = 0.0
+
+    def request_stop(self, reason: type[TransfersError]) -> None:
+        self.stop_reason = reason
+        self.stop_event.set()
+
+    def check(self) -> None:
+        if self.stop_event.is_set():
+            raise self.stop_reason(f"job {self.stop_reason.__name__.lower()}")
+
+    def wait(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)
+        self.check()
+
+    def changed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_save >= SAVE_INTERVAL:
+            self._last_save = now
+            self.engine._save(self.job)
+
+
+class JobEngine:
+    def __init__(self, store: JobStore, factory: WorkFactory, *, concurrent_jobs: int,
+                 history_size: int, log_error: Callable[[str], None]) -> None:
+        self._store = store
+        self._factory = factory
+        self._concurrent = concurrent_jobs
+        self._history = history_size
+        self._log_error = log_error
+        self._jobs: dict[str, JobRecord] = {}
+        self._runners: dict[str, _Runner] = {}
+        self._lock = threading.RLock()
+        self._sequence = 0
+        self._stopping = False
+        self.listeners: list[Callable[[JobRecord, JobEvent], None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reload saved jobs; those that were running or pending run again."""
+        with self._lock:
+            self._stopping = False
+            for job in self._store.load_all():
+                if job.state is JobState.RUNNING:
+                    job.state = JobState.PENDING
+                self._attach(job)
+                self._jobs[job.id] = job
+                self._sequence = max(self._sequence, job.sequence)
+            self._schedule()
+
+    def stop(self) -> None:
+        """Interrupt every runner and wait for them (Orthanc is stopping)."""
+        with self._lock:
+            self._stopping = True
+            runners = list(self._runners.values())
+            for runner in runners:
+                runner.request_stop(Cancelled)
+                runner.job.apply(JobEvent.INTERRUPT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for runner in runners:
+            runner.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for job in self._jobs.values():
+                self._save(job)
+
+    # -- queries ----------------------------------------------------------------------
+
+    def submit(self, job_type: str, request: dict[str, Any], priority: int = 0) -> JobRecord:
+        with self._lock:
+            self._sequence += 1
+            job = JobRecord(id=str(uuid.uuid4()), type=job_type, request=request,
+                            priority=priority, sequence=self._sequence)
+            self._attach(job)
+            self._jobs[job.id] = job
+            self._save(job)
+            self._schedule()
+            return job
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownResource(f"Unknown job: {job_id}")
+        return job
+
+    def has(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._jobs
+
+    def jobs(self) -> list[JobRecord]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.sequence)
+
+    # -- actions (POST /jobs/{id}/...) ------------------------------------------------
+
+    def act(self, job_id: str, event: JobEvent) -> None:
+        with self._lock:
+            job = self.get(job_id)
+            before = job.state
+            after = job.apply(event)
+            if event is JobEvent.CANCEL and after is JobState.FAILURE and before is not after:
+                job.error_code, job.error_description = ORTHANC_CANCELED_JOB, "Job was canceled"
+                job.error_details = "Canceled by a user; resubmit to continue"
+            if event is JobEvent.RESUBMIT:
+                job.error_code, job.error_description, job.error_details = 0, "Success", ""
+            runner = self._runners.get(job_id)
+            if runner is not None and after in (JobState.PAUSED, JobState.FAILURE):
+                runner.request_stop(Paused if after is JobState.PAUSED else Cancelled)
+            self._save(job)
+            self._schedule()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _attach(self, job: JobRecord) -> None:
+        job.work = self._factory(job.type, job.request, job.id)
+        job.listeners = self.listeners
+
+    def _schedule(self) -> None:
+        if self._stopping:
+            return
+        pending = sorted((j for j in self._jobs.values()
+                          if j.state is JobState.PENDING and j.id not in self._runners),
+                         key=lambda j: (-j.priority, j.sequence))
+        for job in pending[: max(0, self._concurrent - len(self._runners))]:
+            job.apply(JobEvent.START)
+            runner = _Runner(self, job)
+            self._runners[job.id] = runner
+            self._save(job)
+            runner.thread.start()
+        self._trim_history()
+
+    def _run(self, runner: _Runner) -> None:
+        job = runner.job
+        assert job.work is not None
+        failure: TransfersError | None = None
+        try:
+            job.work.run(runner)
+            event = JobEvent.SUCCEED
+        except (Paused, Cancelled):
+            event = None     # the state was already changed by whoever stopped us
+        except TransfersError as e:
+            failure, event = e, JobEvent.FAIL
+        except Exception as e:
+            self._log_error(f"Transfers: job {job.id} crashed: {traceback.format_exc()}")
+            failure = TransfersError("Internal error in the transfers plugin",
+                                     f"{type(e).__name__}: {e}")
+            event = JobEvent.FAIL
+        with self._lock:
+            del self._runners[job.id]
+            if event is not None and job.state is JobState.RUNNING:
+                if failure is not None:
+                    job.error_code = failure.orthanc_code
+                    job.error_description = failure.message
+                    job.error_details = failure.details or failure.message
+                job.apply(event)
+            self._save(job)
+            self._schedule()
+
+    def _trim_history(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED),
+                          key=lambda j: j.sequence)
+        for job in finished[: max(0, len(finished) - self._history)]:
+            del self._jobs[job.id]
+            self._store.delete(job.id)
+            if job.work is not None:
+                job.work.discard()
+
+    def _save(self, job: JobRecord) -> None:
+        try:
+            self._store.save(job)
+        except OSError as e:
+            self._log_error(f"Transfers: cannot save job {job.id}: {e}")

@@ -1,0 +1,174 @@
+"""Every error of the plugin, and how each one looks on the wire.
+
+The tree::
+
+    TransfersError                  500, root: carries an HTTP status and a JSON body
+    ├── BadRequest                  400, the caller sent something malformed
+    ├── UnknownResource             404, no such peer, resource, job or transaction
+    ├── Conflict                    409, the request is valid but not now
+    │   └── InvalidTransition       409, a job action that its state does not allow
+    ├── ServiceUnavailable          503, retryable: e.g. every push slot is busy
+    ├── PeerError                   502, a remote Orthanc misbehaved (job failures)
+    │   ├── PeerUnreachable         connection refused, reset or timed out
+    │   ├── PeerHttpError           the peer answered with a non-200 status
+    │   └── PeerProtocolError       the peer answered 200 with something unusable
+    ├── IntegrityError              500, bytes that do not match their size or MD5
+    ├── StagingError                500, the staging area cannot be written
+    ├── RetriesExhausted            the last error after every retry (``from`` it)
+    └── Cancelled / Paused          not failures: a job was told to stop
+
+The JSON body uses the keys of Orthanc's own error answers (``HttpStatus``,
+``Message``, ``Details``, ``OrthancStatus``...), which is what
+python-orthanc-api-client and Orthanc Explorer read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+#: Orthanc's ``ErrorCode`` values that we report (Orthanc SDK enumeration).
+ORTHANC_INTERNAL_ERROR = -1
+ORTHANC_PLUGIN_ERROR = 1
+ORTHANC_BAD_REQUEST = 8
+ORTHANC_NETWORK_PROTOCOL = 9
+ORTHANC_CANNOT_WRITE_FILE = 14
+ORTHANC_BAD_FILE_FORMAT = 15
+ORTHANC_UNKNOWN_RESOURCE = 17
+ORTHANC_CORRUPTED_FILE = 20
+ORTHANC_BAD_SEQUENCE_OF_CALLS = 6
+ORTHANC_CANCELED_JOB = 37
+
+_HTTP_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class TransfersError(Exception):
+    """Root of the plugin's errors: a message for humans, a status for HTTP."""
+
+    http_status: ClassVar[int] = 500
+    orthanc_code: ClassVar[int] = ORTHANC_PLUGIN_ERROR
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self, method: str = "", uri: str = "") -> dict[str, Any]:
+        """The answer body, shaped like Orthanc's own error objects."""
+        body: dict[str, Any] = {
+            "HttpError": _HTTP_REASONS.get(self.http_status, "Error"),
+            "HttpStatus": self.http_status,
+            "Message": self.message,
+            "Details": self.details or self.message,
+            "OrthancError": self.message,
+            "OrthancStatus": self.orthanc_code,
+        }
+        if method:
+            body["Method"] = method
+        if uri:
+            body["Uri"] = uri
+        return body
+
+    def to_body(self, method: str = "", uri: str = "") -> str:
+        return json.dumps(self.to_json(method, uri), indent=3)
+
+
+class BadRequest(TransfersError):
+    http_status = 400
+    orthanc_code = ORTHANC_BAD_REQUEST
+
+
+class UnknownResource(TransfersError):
+    http_status = 404
+    orthanc_code = ORTHANC_UNKNOWN_RESOURCE
+
+
+class Conflict(TransfersError):
+    http_status = 409
+    orthanc_code = ORTHANC_BAD_SEQUENCE_OF_CALLS
+
+
+class InvalidTransition(Conflict):
+    """A job action that the job's current state does not allow."""
+
+
+class ServiceUnavailable(TransfersError):
+    http_status = 503
+
+
+class PeerError(TransfersError):
+    """A remote Orthanc did not do what we asked; ``uri`` says which call."""
+
+    http_status = 502
+    orthanc_code = ORTHANC_NETWORK_PROTOCOL
+
+    def __init__(self, message: str, *, peer: str = "", uri: str = "",
+                 status: int | None = None, details: str = "") -> None:
+        super().__init__(message, details)
+        self.peer = peer
+        self.uri = uri
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same request again may succeed."""
+        return True
+
+
+class PeerUnreachable(PeerError):
+    """The request never got an HTTP answer: refused, reset or timed out."""
+
+
+class PeerHttpError(PeerError):
+    @property
+    def retryable(self) -> bool:
+        # 4xx other than timeouts and throttling mean the request itself is wrong.
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
+
+
+class PeerProtocolError(PeerError):
+    """A 200 answer whose content is not what the protocol says."""
+
+
+class IntegrityError(TransfersError):
+    """Bytes whose length or MD5 differ from what was announced."""
+
+    orthanc_code = ORTHANC_CORRUPTED_FILE
+
+    def __init__(self, message: str, *, instance: str = "", details: str = "") -> None:
+        super().__init__(message, details)
+        self.instance = instance
+
+
+class StagingError(TransfersError):
+    orthanc_code = ORTHANC_CANNOT_WRITE_FILE
+
+
+class RetriesExhausted(TransfersError):
+    """Raised ``from`` the last error once a retry policy has no attempt left."""
+
+    orthanc_code = ORTHANC_NETWORK_PROTOCOL
+
+    def __init__(self, message: str, last: BaseException, history: tuple[str, ...]) -> None:
+        super().__init__(message, "; ".join(history))
+        self.last = last
+        self.history = history
+
+
+class Cancelled(TransfersError):
+    """A job was cancelled (by a user or by Orthanc stopping)."""
+
+    orthanc_code = ORTHANC_CANCELED_JOB
+
+
+class Paused(TransfersError):
+    """A job was paused; it keeps what it has done."""

@@ -1,0 +1,148 @@
+"""The adapter to Orthanc: the only module that imports ``orthanc``.
+
+:class:`OrthancHost` implements :class:`hostapi.Host`. It translates Orthanc's
+exceptions into :mod:`.errors` in one method (``_call``), converts REST callbacks to
+:class:`Request`/:class:`Response` values, and guards every ``orthanc.*`` call so that
+none starts once Orthanc is stopping: a thread inside ``orthanc.*`` while Python is
+finalized crashes Orthanc (python-plugin-notes §3).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orthanc
+
+from .errors import BadRequest, Cancelled, TransfersError, UnknownResource
+from .hostapi import Handler, Request, Response
+
+T = TypeVar("T")
+_BAD_REQUEST_CODES = {3, 5, 8, 12, 15, 28, 33}
+_UNKNOWN_RESOURCE_CODES = {7, 13, 17}
+
+
+class HostClosed(Cancelled):
+    """Orthanc is stopping: no more calls into it."""
+
+
+class OrthancHost:
+    def __init__(self) -> None:
+        self._closed = False
+        self._calls = 0
+        self._idle = threading.Condition()
+        self._started: list[Callable[[], None]] = []
+        self._stopped: list[Callable[[], None]] = []
+        orthanc.RegisterOnChangeCallback(self._on_change)
+
+    # -- the guard --------------------------------------------------------------------
+
+    def _call(self, function: Callable[..., T], *args: Any) -> T:
+        with self._idle:
+            if self._closed:
+                raise HostClosed("Orthanc is stopping")
+            self._calls += 1
+        try:
+            return function(*args)
+        except orthanc.OrthancException as e:
+            code = int(e.args[0]) if e.args else -1
+            text = str(e.args[1]) if len(e.args) > 1 else str(e)
+            if code in _UNKNOWN_RESOURCE_CODES:
+                raise UnknownResource(text) from None
+            if code in _BAD_REQUEST_CODES:
+                raise BadRequest(text) from None
+            raise TransfersError(f"Orthanc error {code}: {text}") from None
+        finally:
+            with self._idle:
+                self._calls -= 1
+                self._idle.notify_all()
+
+    def _close(self, timeout: float = 30.0) -> None:
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: self._calls == 0, timeout)
+
+    # -- Host protocol ----------------------------------------------------------------
+
+    def configuration(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(orthanc.GetConfiguration())
+        return value
+
+    def rest_get(self, uri: str) -> bytes:
+        return bytes(self._call(orthanc.RestApiGet, uri))
+
+    def rest_post(self, uri: str, body: bytes) -> bytes:
+        return bytes(self._call(orthanc.RestApiPost, uri, body))
+
+    def rest_delete(self, uri: str) -> None:
+        self._call(orthanc.RestApiDelete, uri)
+
+    def get_dicom(self, instance_id: str) -> bytes:
+        return bytes(self._call(orthanc.GetDicomForInstance, instance_id))
+
+    def store_dicom(self, dicom: bytes) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(self.rest_post("/instances", dicom))
+        return answer
+
+    def register_route(self, regex: str, handler: Handler) -> None:
+        def callback(output: Any, uri: str, **request: Any) -> None:
+            args = {k: urllib.parse.unquote_plus(v) for k, v in request.get("get", {}).items()}
+            response = handler(Request(method=request["method"], uri=uri,
+                                       groups=tuple(request.get("groups", ())), args=args,
+                                       headers=request.get("headers", {}),
+                                       body=request.get("body") or b""))
+            _answer(output, response)
+
+        orthanc.RegisterRestCallback(regex, callback)
+
+    def extend_explorer(self, javascript: str) -> None:
+        orthanc.ExtendOrthancExplorer(javascript)
+
+    def set_metric(self, name: str, value: float) -> None:
+        self._call(orthanc.SetMetricsValue, name, float(value), orthanc.MetricsType.DEFAULT)
+
+    def log_info(self, message: str) -> None:
+        orthanc.LogInfo(message)
+
+    def log_warning(self, message: str) -> None:
+        orthanc.LogWarning(message)
+
+    def log_error(self, message: str) -> None:
+        orthanc.LogError(message)
+
+    def on_started(self, callback: Callable[[], None]) -> None:
+        self._started.append(callback)
+
+    def on_stopped(self, callback: Callable[[], None]) -> None:
+        self._stopped.append(callback)
+
+    def _on_change(self, change: Any, level: Any, resource: Any) -> None:
+        if change == orthanc.ChangeType.ORTHANC_STARTED:
+            with self._idle:
+                self._closed = False
+            for callback in self._started:
+                callback()
+        elif change == orthanc.ChangeType.ORTHANC_STOPPED:
+            for callback in self._stopped:
+                callback()
+            self._close()
+
+
+def _answer(output: Any, response: Response) -> None:
+    if response.status == 405:
+        output.SendMethodNotAllowed(response.allowed_method)
+        return
+    for name, value in response.headers.items():
+        output.SetHttpHeader(name, value)
+    if response.status == 200:
+        output.AnswerBuffer(response.body, response.content_type)
+        return
+    body = response.body.decode() if isinstance(response.body, bytes) else response.body
+    output.SetHttpHeader("Content-Type", response.content_type)
+    try:
+        output.SendHttpStatus(response.status, body, len(body.encode()))   # plugin 4.0 form
+    except TypeError:
+        output.SendHttpStatus(response.status, body.encode())              # plugin >= 4.2

@@ -1,0 +1,261 @@
+"""The ``PullTransfer`` job: lookup on the source, download buckets, verify, import.
+
+Sequence (reference §5.1, improved where §20 says): ``POST {source}/transfers/lookup``;
+instances this Orthanc already stores with the same MD5 are skipped; buckets are planned
+(or the plan of an interrupted attempt is reused) and fetched with ``GET
+/transfers/chunks/...`` on ``Threads`` threads, each with its own retries and backoff;
+each instance is MD5-checked as soon as its last byte lands (a mismatch fetches its
+buckets again); the import starts only when everything is verified.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .buckets import plan_buckets
+from .commit import import_area
+from .errors import (
+    Cancelled,
+    IntegrityError,
+    Paused,
+    PeerError,
+    PeerProtocolError,
+    RetriesExhausted,
+    TransfersError,
+)
+from .jobs import RunContext
+from .peers import PeerClient
+from .protocol import (
+    Compression,
+    InstanceInfo,
+    TransferQuery,
+    decode_payload,
+    round_kb,
+    round_mb,
+)
+from .retry import run_with_retries
+from .services import Services
+from .staging import DownloadArea
+from .workers import run_parallel
+
+PULL_JOB_TYPE = "PullTransfer"
+#: Progress shares of the phases: lookup, download, import.
+LOOKUP_SHARE, DOWNLOAD_SHARE = 0.02, 0.88
+#: How many times one instance may fail its MD5 check before the job fails.
+MAX_MD5_FAILURES = 3
+
+
+class TransferStats:
+    """Counters shown in a job's Content (reference §8.2) and its progress."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.total_instances = 0
+        self.total_size = 0
+        self.skipped_instances = 0
+        self.network_bytes = 0            # compressed bytes on the wire
+        self.payload_bytes = 0            # bytes of the buckets done in this run
+        self.done_bytes = 0               # bytes of every bucket done, this run or before
+        self.completed_queries = 0
+        self.imported = 0
+        self.to_import = 0
+        self.phase = "Pending"
+        self.started = 0.0
+        self.last_query = 0.0
+
+    def bucket_done(self, network: int, payload: int) -> None:
+        with self.lock:
+            self.network_bytes += network
+            self.payload_bytes += payload
+            self.done_bytes += payload
+            self.completed_queries += 1
+            self.last_query = time.monotonic()
+
+    def speed_kbs(self) -> int:
+        """Network KiB/s since the transfer phase started (reference §7)."""
+        elapsed = self.last_query - self.started
+        return int(self.network_bytes / 1024 / elapsed) if elapsed > 0.01 else 0
+
+    def progress(self) -> float:
+        if self.phase in ("Pending", "Lookup"):
+            return 0.0
+        download = self.done_bytes / self.total_size if self.total_size else 1.0
+        share = LOOKUP_SHARE + DOWNLOAD_SHARE * download
+        if self.to_import:
+            share += (1 - LOOKUP_SHARE - DOWNLOAD_SHARE) * self.imported / self.to_import
+        return min(share, 0.99)
+
+
+def failure_reason(error: BaseException, peer: str) -> dict[str, Any]:
+    """Who failed and where, for the job's Content (the original logs it only)."""
+    cause = error.last if isinstance(error, RetriesExhausted) else error
+    reason: dict[str, Any] = {"Peer": peer, "Message": str(error)}
+    if isinstance(cause, PeerError):
+        reason.update({"URI": cause.uri, "Status": cause.status})
+    if isinstance(cause, IntegrityError) and cause.instance:
+        reason["Instance"] = cause.instance
+    return reason
+
+
+class PullWork:
+    def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
+        self.query = TransferQuery.from_wire(request)
+        self.job_id = job_id
+        self._services = services
+        self.stats = TransferStats()
+        self.failure: dict[str, Any] | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self._services.staging_root / "pull" / self.job_id
+
+    # -- Work protocol ----------------------------------------------------------------
+
+    def content(self) -> dict[str, Any]:
+        stats = self.stats
+        content: dict[str, Any] = {
+            "Peer": self.query.peer,
+            "Resources": list(self.query.raw_resources),
+            "Compression": self.query.compression.value,
+            "TotalInstances": stats.total_instances,
+            "TotalSizeMB": round_mb(stats.total_size),
+            "DownloadedSizeMB": round_mb(stats.network_bytes),
+            "CompletedHttpQueries": stats.completed_queries,
+            "SkippedInstances": stats.skipped_instances,
+            "Phase": stats.phase,
+        }
+        if self.query.originator is not None:
+            content["Originator"] = self.query.originator
+        if stats.started:
+            content["NetworkSpeedKBs"] = stats.speed_kbs()
+            content["DownloadedSizeKB"] = round_kb(stats.network_bytes)
+        if self.failure:
+            content["FailureReason"] = self.failure
+        return content
+
+    def progress(self) -> float:
+        return self.stats.progress()
+
+    def discard(self) -> None:
+        DownloadArea.discard_directory(self.directory)
+
+    def run(self, context: RunContext) -> None:
+        self.failure = None
+        self.stats = TransferStats()
+        try:
+            client = self._services.client(self.query.peer)
+            area = self._prepare(client, context)
+            self._download(client, area, context)
+            self._import(area, context)
+        except TransfersError as e:
+            if not isinstance(e, Cancelled | Paused):
+                self.failure = failure_reason(e, self.query.peer)
+            raise
+        self.stats.phase = "Done"
+        DownloadArea.discard_directory(self.directory)
+
+    # -- phases -----------------------------------------------------------------------
+
+    def _lookup(self, client: PeerClient, context: RunContext) -> list[InstanceInfo]:
+        self.stats.phase = "Lookup"
+        headers = {"sender-transfer-id": self.query.sender_transfer_id or self.job_id}
+        body = [resource.to_wire() for resource in self.query.resources]
+        answer = run_with_retries(
+            lambda: client.post_json("/transfers/lookup", body, headers=headers),
+            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+        if not isinstance(answer, dict) or not isinstance(answer.get("Instances"), list) \
+                or not isinstance(answer.get("Originator"), str):
+            raise PeerProtocolError(f"Bad network protocol from peer {self.query.peer}: "
+                                    "lookup answer without Instances and Originator",
+                                    peer=self.query.peer, uri="/transfers/lookup")
+        if self.query.originator is not None and answer["Originator"] != self.query.originator:
+            raise PeerProtocolError(
+                f"Invalid originator, check out the RemoteSelf configuration option of peer "
+                f"{self.query.peer}", peer=self.query.peer, uri="/transfers/lookup")
+        try:
+            return [InstanceInfo.from_wire(item) for item in answer["Instances"]]
+        except TransfersError as e:
+            raise PeerProtocolError(f"Bad lookup answer from peer {self.query.peer}: "
+                                    f"{e.message}", peer=self.query.peer,
+                                    uri="/transfers/lookup") from e
+
+    def _prepare(self, client: PeerClient, context: RunContext) -> DownloadArea:
+        remote = self._lookup(client, context)
+        stats = self.stats
+        stats.total_instances = len(remote)
+        stats.total_size = sum(info.size for info in remote)
+        limit = self._services.config.max_instance_size
+        for info in remote:
+            if info.size > limit:
+                raise PeerProtocolError(f"Instance {info.id} of {info.size} bytes exceeds "
+                                        "Transfers.MaxInstanceSize", peer=self.query.peer)
+        saved = DownloadArea.saved_plan(self.directory)
+        known = {info.id: info for info in remote}
+        if saved is not None and all(known.get(i.id) == i for i in saved[0]):
+            todo, buckets = saved
+        else:
+            DownloadArea.discard_directory(self.directory)
+            todo = [info for info in remote
+                    if self._services.stored_md5(info.id) != info.md5]
+            buckets = plan_buckets(todo, self._services.config.bucket_size,
+                                   compression=self.query.compression, base_url=client.peer.url)
+        stats.skipped_instances = len(remote) - len(todo)
+        area = DownloadArea(self.directory, todo, buckets)
+        stats.done_bytes = area.done_bytes() + sum(i.size for i in remote) \
+            - sum(i.size for i in todo)
+        context.changed()
+        return area
+
+    def _download(self, client: PeerClient, area: DownloadArea, context: RunContext) -> None:
+        stats = self.stats
+        stats.phase = "Transfer"
+        stats.started = stats.last_query = time.monotonic()
+        compression: Compression = self.query.compression
+        policy = self._services.retry_policy()
+        md5_failures: dict[str, int] = {}
+        metrics = self._services.metrics
+
+        def fetch(index: int) -> list[int]:
+            if area.is_done(index):
+                return []
+            bucket = area.buckets[index]
+            uri = bucket.pull_uri(compression)
+
+            def attempt() -> tuple[int, bytes]:
+                answer = client.send("GET", uri)
+                return len(answer.body), decode_payload(answer.body, compression, bucket.size)
+
+            network, data = run_with_retries(attempt, policy, sleep=context.wait,
+                                             should_stop=context.check)
+            completed = area.write_bucket(index, data)
+            stats.bucket_done(network, len(data))
+            metrics.add("pull_received_bytes", network)
+            again: list[int] = []
+            for instance_id in completed:
+                try:
+                    area.verify(instance_id)
+                except IntegrityError:
+                    md5_failures[instance_id] = md5_failures.get(instance_id, 0) + 1
+                    if md5_failures[instance_id] >= MAX_MD5_FAILURES:
+                        raise
+                    again.extend(area.buckets_of(instance_id))
+            context.changed()
+            return again
+
+        run_parallel(area.pending_buckets(), fetch, self._services.config.threads,
+                     context.check, "TF-PULL")
+
+    def _import(self, area: DownloadArea, context: RunContext) -> None:
+        stats = self.stats
+        stats.phase = "Import"
+        stats.to_import = len(area.instances)
+
+        def imported(_: str) -> None:
+            with stats.lock:
+                stats.imported += 1
+            context.changed()
+
+        import_area(self._services, area, check=context.check, on_imported=imported)

@@ -1,0 +1,84 @@
+"""REST handlers of the read-side routes, and the table of every route.
+
+Handlers are small: parse, call the core, answer (errors are mapped in
+``routing.guarded``). The table at the bottom lists every route in URL order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from . import __version__, rest_jobs, rest_transfers
+from .config import parse_peers
+from .errors import BadRequest
+from .hostapi import Request, Response
+from .peers import PLUGIN_NAME, probe_peers
+from .protocol import encode_payload, lookup_answer, parse_chunk_request, parse_resources
+from .routing import Route, guarded, parse_json_body
+
+if TYPE_CHECKING:
+    from .app import TransfersApp
+
+PLUGIN_DESCRIPTION = "Accelerates transfers and provides storage commitment between Orthanc peers"
+
+
+# -- read side (source of pull transfers) -------------------------------------------------
+
+
+def get_peers(app: TransfersApp, request: Request) -> Response:
+    peers = list(parse_peers(app.host.configuration()).values())
+    statuses = probe_peers(peers, app.client, app.config.peer_connectivity_timeout)
+    return Response.json(statuses)
+
+
+def post_lookup(app: TransfersApp, request: Request) -> Response:
+    body = parse_json_body(request)
+    if not isinstance(body, list):
+        raise BadRequest("the body of /transfers/lookup must be a bare JSON array of "
+                         "{\"Level\", \"ID\"} objects")
+    resources = parse_resources(body, "body")
+    instances = app.source.describe_all(app.source.expand(resources))
+    return Response.json(lookup_answer(instances, app.originator), pretty=False)
+
+
+def get_chunks(app: TransfersApp, request: Request) -> Response:
+    chunk = parse_chunk_request(request.groups[0], request.args)
+    with app.chunk_slots:
+        data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
+        payload = encode_payload(data, chunk.compression)
+    app.metrics.add("chunks_served_bytes", len(payload))
+    return Response(body=payload, content_type=chunk.compression.mime_type)
+
+
+# -- /plugins: make original peers see "transfers" ----------------------------------------
+
+
+def get_plugins(app: TransfersApp, request: Request) -> Response:
+    plugins = json.loads(app.host.rest_get("/plugins"))
+    if PLUGIN_NAME not in plugins:
+        plugins.append(PLUGIN_NAME)
+    return Response.json(plugins)
+
+
+def get_plugin_description(app: TransfersApp, request: Request) -> Response:
+    return Response.json({"ID": PLUGIN_NAME, "Version": __version__,
+                          "Description": PLUGIN_DESCRIPTION,
+                          "ExtendsOrthancExplorer": True})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/plugins", {"GET": get_plugins}),
+        Route("/plugins/transfers", {"GET": get_plugin_description}),
+        *rest_jobs.ROUTES,
+        Route("/transfers/chunks/([^/]*)", {"GET": get_chunks}),
+        Route("/transfers/lookup", {"POST": post_lookup}),
+        Route("/transfers/peers", {"GET": get_peers}),
+        *rest_transfers.ROUTES,
+    ]
+
+
+def register_routes(app: TransfersApp) -> None:
+    for route in routes():
+        app.host.register_route(route.regex, guarded(app, route))

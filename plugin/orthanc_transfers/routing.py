@@ -1,0 +1,66 @@
+"""Routing plumbing shared by the REST modules: the route value, JSON bodies, errors.
+
+:func:`guarded` is the one place where errors become answers: a :class:`TransfersError`
+gives its own status and Orthanc-style JSON; anything else is logged and answered as a
+500 JSON, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadRequest, TransfersError
+from .hostapi import Handler, Request, Response
+
+if TYPE_CHECKING:
+    from .app import TransfersApp
+
+AppHandler = Callable[["TransfersApp", Request], Response]
+
+
+def parse_json_body(request: Request) -> Any:
+    if not request.body:
+        raise BadRequest("the request body is empty; a JSON body is expected")
+    try:
+        return json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the request body is not valid JSON: {e}") from None
+
+
+def parse_json_object(request: Request) -> dict[str, Any]:
+    body = parse_json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+@dataclass(frozen=True)
+class Route:
+    regex: str
+    methods: dict[str, AppHandler]
+
+
+def guarded(app: TransfersApp, route: Route) -> Handler:
+    """The handler Orthanc calls: method check, then the mapping of every error."""
+    allowed = ",".join(route.methods)
+
+    def handle(request: Request) -> Response:
+        handler = route.methods.get(request.method)
+        if handler is None:
+            return Response(status=405, allowed_method=allowed)
+        try:
+            return handler(app, request)
+        except TransfersError as e:
+            return Response(status=e.http_status, body=e.to_body(request.method, request.uri))
+        except Exception as e:
+            app.host.log_error(f"Transfers: unexpected error on {request.method} {request.uri}: "
+                               f"{traceback.format_exc()}")
+            error = TransfersError("Internal error in the transfers plugin",
+                                   f"{type(e).__name__}: {e}")
+            return Response(status=500, body=error.to_body(request.method, request.uri))
+
+    return handle

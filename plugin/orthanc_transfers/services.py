@@ -1,0 +1,51 @@
+"""What jobs and handlers share: settings, Orthanc, peers, staging and metrics.
+
+Built once by ``app.py``; passed to every job so that nothing reads globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PeerConfig, TransfersConfig, find_peer
+from .errors import TransfersError
+from .hostapi import Host
+from .metrics import Metrics
+from .peers import PeerClient, SessionPool
+from .retry import RetryPolicy
+from .source import InstanceSource
+
+
+@dataclass
+class Services:
+    host: Host
+    config: TransfersConfig
+    originator: str
+    sessions: SessionPool
+    source: InstanceSource
+    metrics: Metrics
+
+    @property
+    def staging_root(self) -> Path:
+        return Path(self.config.staging_directory)
+
+    def peer(self, name: str) -> PeerConfig:
+        return find_peer(self.host.configuration(), name)
+
+    def client(self, peer: PeerConfig | str) -> PeerClient:
+        config = self.peer(peer) if isinstance(peer, str) else peer
+        return PeerClient(config, self.config, self.sessions)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.config.max_http_retries,
+                           backoff_factor=self.config.http_retry_backoff,
+                           backoff_max=self.config.http_retry_backoff_max)
+
+    def stored_md5(self, instance_id: str) -> str | None:
+        """MD5 of an instance this Orthanc already stores, or None."""
+        try:
+            return self.host.rest_get(
+                f"/instances/{instance_id}/attachments/dicom/md5").decode().strip()
+        except TransfersError:     # absent, or stored without MD5: not skippable
+            return None
