@@ -200,18 +200,21 @@ def _mr_stored(
 
 
 def _base_dataset(
-    sop_class: str, sop_uid: str, patient_id: str, ids: tuple[str, str, str], bits_stored: int
+    sop_class: str, patient_id: str, ids: tuple[str, str, str], bits_stored: int
 ) -> FileDataset:
-    """Patient/study/series/image-pixel attributes shared by every generated instance."""
+    """Patient/study/series/image-pixel attributes shared by all instances of a series.
+
+    Built once per series and mutated per slice: constructing a pydicom Dataset element by
+    element costs about as much as generating the pixels.
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = _IMPLEMENTATION_UID
     meta.ImplementationVersionName = "TF_DEVKIT_1"
     ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.SOPClassUID = sop_class
     # Fixed dates/times: the bytes must not depend on when the data was generated.
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240115"
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
@@ -226,8 +229,11 @@ def _base_dataset(
     return ds
 
 
-def _encode(ds: FileDataset, pixels: npt.NDArray[np.int16] | npt.NDArray[np.uint16]) -> bytes:
+def _encode(
+    ds: FileDataset, sop_uid: str, pixels: npt.NDArray[np.int16] | npt.NDArray[np.uint16]
+) -> bytes:
     """Part-10 bytes; Rows/Columns/PixelRepresentation come from the pixel array itself."""
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
     ds.add_new(0x7FE00010, "OW", pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
@@ -259,23 +265,21 @@ def ct_series(
     ids = _ids("ct", seed, patient_id, study_uid)
     rng = np.random.default_rng(seed)
     spacing = 350.0 / max(rows, columns)  # 35 cm field of view
+    ds = _base_dataset(CT_IMAGE_STORAGE, patient_id, ids, 16)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "CT", 2, "Thorax-abdomen 2.5mm"
+    ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = ids[2], ""
+    ds.AcquisitionNumber, ds.ImageOrientationPatient = 1, [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness, ds.PixelSpacing = 2.5, [round(spacing, 6), round(spacing, 6)]
+    ds.KVP, ds.ConvolutionKernel = 120, "STANDARD"
+    ds.PixelPaddingValue = -2000  # GE-style padding outside the reconstruction circle
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+    ds.WindowCenter, ds.WindowWidth = 40, 400
     out: list[bytes] = []
     for i, stored in enumerate(_ct_stored(count, rows, columns, rng, padding=-2000)):
-        ds = _base_dataset(CT_IMAGE_STORAGE, _uid("ct", ids[1], i), patient_id, ids, 16)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "CT", 2, "Thorax-abdomen 2.5mm"
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = ids[2], ""
-        ds.InstanceNumber, ds.AcquisitionNumber = i + 1, 1
         z = -100.0 - 2.5 * i  # head-first supine: moving caudally, z decreases
-        ds.ImagePositionPatient = [-175.0, -175.0, z]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.SliceLocation, ds.SliceThickness = z, 2.5
-        ds.PixelSpacing = [round(spacing, 6), round(spacing, 6)]
-        ds.KVP, ds.ConvolutionKernel = 120, "STANDARD"
-        ds.PixelPaddingValue = -2000  # GE-style padding outside the reconstruction circle
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        out.append(_encode(ds, stored))
+        ds.InstanceNumber, ds.SliceLocation, ds.ImagePositionPatient = i + 1, z, [-175.0, -175.0, z]
+        out.append(_encode(ds, _uid("ct", ids[1], i), stored))
     return out
 
 
@@ -291,23 +295,22 @@ def mr_series(
     """``count`` axial T1-like head MR slices (MR Image Storage, unsigned 12-bit in 16)."""
     ids = _ids("mr", seed, patient_id, study_uid)
     rng = np.random.default_rng(seed)
+    ds = _base_dataset(MR_IMAGE_STORAGE, patient_id, ids, 12)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "MR", 3, "T1 SE axial"
+    ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = ids[2], ""
+    ds.AcquisitionNumber, ds.ImageOrientationPatient = 1, [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness, ds.SpacingBetweenSlices = 5.0, 5.0
+    ds.PixelSpacing = [round(240.0 / rows, 6), round(240.0 / columns, 6)]
+    ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
+    ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTime = "2D", 500.0, 12.0
+    ds.EchoTrainLength, ds.MagneticFieldStrength = 1, 1.5
+    ds.WindowCenter, ds.WindowWidth = 600, 1200
     out: list[bytes] = []
     for i, stored in enumerate(_mr_stored(count, rows, columns, rng)):
-        ds = _base_dataset(MR_IMAGE_STORAGE, _uid("mr", ids[1], i), patient_id, ids, 12)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "MR", 3, "T1 SE axial"
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = ids[2], ""
-        ds.InstanceNumber, ds.AcquisitionNumber = i + 1, 1
         z = 5.0 * i
-        ds.ImagePositionPatient = [-120.0, -120.0, z]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.SliceLocation, ds.SliceThickness, ds.SpacingBetweenSlices = z, 5.0, 5.0
-        ds.PixelSpacing = [round(240.0 / rows, 6), round(240.0 / columns, 6)]
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
-        ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTime = "2D", 500.0, 12.0
-        ds.EchoTrainLength, ds.MagneticFieldStrength = 1, 1.5
-        ds.WindowCenter, ds.WindowWidth = 600, 1200
-        out.append(_encode(ds, stored))
+        ds.InstanceNumber, ds.SliceLocation, ds.ImagePositionPatient = i + 1, z, [-120.0, -120.0, z]
+        out.append(_encode(ds, _uid("mr", ids[1], i), stored))
     return out
 
 
@@ -327,7 +330,7 @@ def multiframe_instance(
     # Multi-frame Grayscale Word SC requires unsigned pixels: pad with 0 (= -1024 HU).
     for k, stored in enumerate(_ct_stored(frames, rows, columns, rng, padding=0)):
         volume[k] = stored
-    ds = _base_dataset(MULTIFRAME_GRAYSCALE_WORD_SC, _uid("mf", ids[1]), patient_id, ids, 12)
+    ds = _base_dataset(MULTIFRAME_GRAYSCALE_WORD_SC, patient_id, ids, 12)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "OT", 100, "Multi-frame CT volume"
     ds.ConversionType, ds.InstanceNumber = "WSD", 1
@@ -337,7 +340,7 @@ def multiframe_instance(
     ds.PixelSpacing = [0.683594, 0.683594]
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
     ds.WindowCenter, ds.WindowWidth = 40, 400
-    return _encode(ds, volume)
+    return _encode(ds, _uid("mf", ids[1]), volume)
 
 
 def pydicom_samples() -> list[bytes]:

@@ -47,7 +47,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
             last = predicate()
             if last:
                 return last
-        except Exception as e:  # noqa: BLE001 - kept as the last observed state
+        except Exception as e:
             last = e
         if time.monotonic() > deadline:
             raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
@@ -144,7 +144,8 @@ class OrthancServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
-                raise WaitTimeout(f"Orthanc {self.name} hung on shutdown:\n{self.log_tail()}")
+                raise WaitTimeout(
+                    f"Orthanc {self.name} hung on shutdown:\n{self.log_tail()}") from None
         self.session.close()
         return process.returncode
 

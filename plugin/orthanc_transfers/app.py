@@ -20,9 +20,12 @@ from .jobs import Work
 from .metrics import Metrics
 from .peers import PeerClient, SessionPool
 from .pull import PULL_JOB_TYPE, PullWork
+from .push import PUSH_JOB_TYPE, PushWork
+from .push_receiver import PushReceiver
 from .rest import register_routes
 from .services import Services
 from .source import InstanceSource
+from .tracking import TRACKING_JOB_TYPE, TrackingWork
 
 
 class TransfersApp:
@@ -36,6 +39,7 @@ class TransfersApp:
             sessions=SessionPool(self.config.threads * 2 + 2),
             source=InstanceSource(host, self.config.cache_size), metrics=self.metrics)
         self.chunk_slots = threading.BoundedSemaphore(self.config.threads)
+        self.push_receiver = PushReceiver(self.services)
         self.engine = JobEngine(
             JobStore(self.services.staging_root / "jobs"), self._make_work,
             concurrent_jobs=self.config.concurrent_jobs,
@@ -51,10 +55,15 @@ class TransfersApp:
     def _make_work(self, job_type: str, request: dict[str, Any], job_id: str) -> Work:
         if job_type == PULL_JOB_TYPE:
             return PullWork(self.services, job_id, request)
+        if job_type == PUSH_JOB_TYPE:
+            return PushWork(self.services, job_id, request)
+        if job_type == TRACKING_JOB_TYPE:
+            return TrackingWork(self.services, job_id, request)
         raise BadRequest(f"Unknown transfer job type: {job_type}")
 
     def start(self) -> None:
         self.services.staging_root.mkdir(parents=True, exist_ok=True)
+        self.push_receiver.restore()
         self.engine.start()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
 

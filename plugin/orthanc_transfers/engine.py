@@ -26,6 +26,7 @@ from typing import Any
 from .errors import (
     ORTHANC_CANCELED_JOB,
     Cancelled,
+    Interrupted,
     Paused,
     TransfersError,
     UnknownResource,
@@ -133,7 +134,7 @@ class JobEngine:
             self._stopping = True
             runners = list(self._runners.values())
             for runner in runners:
-                runner.request_stop(Cancelled)
+                runner.request_stop(Interrupted)
                 runner.job.apply(JobEvent.INTERRUPT)
         deadline = time.monotonic() + STOP_TIMEOUT
         for runner in runners:

@@ -16,6 +16,7 @@ The tree::
     ├── StagingError                500, the staging area cannot be written
     ├── RetriesExhausted            the last error after every retry (``from`` it)
     └── Cancelled / Paused          not failures: a job was told to stop
+        └── Interrupted             (Cancelled) Orthanc is stopping; run again at start
 
 The JSON body uses the keys of Orthanc's own error answers (``HttpStatus``,
 ``Message``, ``Details``, ``OrthancStatus``...), which is what
@@ -168,6 +169,10 @@ class Cancelled(TransfersError):
     """A job was cancelled (by a user or by Orthanc stopping)."""
 
     orthanc_code = ORTHANC_CANCELED_JOB
+
+
+class Interrupted(Cancelled):
+    """Orthanc is stopping: the job runs again at the next start."""
 
 
 class Paused(TransfersError):

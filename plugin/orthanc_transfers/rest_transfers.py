@@ -1,16 +1,25 @@
-"""``/transfers/pull`` and ``/transfers/send``: the routes that start transfers."""
+"""Routes that start transfers (``/transfers/pull``, ``/transfers/send``) and the
+receiving end of push mode (``/transfers/push...``, reference §3.2-3.3, §3.7-3.10)."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
+from .buckets import PushPlan
+from .errors import PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
 from .protocol import TransferQuery
 from .pull import PULL_JOB_TYPE
-from .routing import Route, parse_json_object
+from .push import PUSH_JOB_TYPE
+from .retry import run_with_retries
+from .routing import Route, parse_json_body, parse_json_object
+from .tracking import TRACKING_JOB_TYPE
 
 if TYPE_CHECKING:
     from .app import TransfersApp
+
+_TRANSACTION_ID = re.compile(r"^[0-9a-f-]{1,64}$")
 
 
 def post_pull(app: TransfersApp, request: Request) -> Response:
@@ -20,6 +29,77 @@ def post_pull(app: TransfersApp, request: Request) -> Response:
     return Response.json({"ID": job.id, "Path": f"/jobs/{job.id}"})
 
 
+def post_send(app: TransfersApp, request: Request) -> Response:
+    query = TransferQuery.from_wire(parse_json_object(request))
+    peer = app.services.peer(query.peer)
+    if not peer.remote_self:
+        job = app.engine.submit(PUSH_JOB_TYPE, query.to_wire(), query.priority)
+        return Response.json({"ID": job.id, "Path": f"/jobs/{job.id}"})
+    # Pull mode: the peer pulls from us under the name it knows us by (reference §5.2).
+    body = {"Resources": list(query.raw_resources), "Compression": query.compression.value,
+            "Originator": app.originator, "Peer": peer.remote_self}
+    if query.sender_transfer_id is not None:
+        body["SenderTransferID"] = query.sender_transfer_id
+    client = app.services.client(peer)
+    headers = {"sender-transfer-id": query.sender_transfer_id or app.originator}
+    remote = run_with_retries(lambda: client.post_json("/transfers/pull", body, headers=headers),
+                              app.services.retry_policy())
+    if not isinstance(remote, dict) or not isinstance(remote.get("ID"), str) \
+            or not isinstance(remote.get("Path"), str):
+        raise PeerProtocolError(f"Peer {peer.name} did not create a pull job: check its logs "
+                                "and that the transfers plugin is installed there",
+                                peer=peer.name, uri="/transfers/pull")
+    answer = {"Peer": peer.name, "RemoteJob": remote["ID"],
+              "URL": peer.url.rstrip("/") + remote["Path"]}
+    app.engine.submit(TRACKING_JOB_TYPE, {**answer, "Resources": list(query.raw_resources),
+                                          "Compression": query.compression.value},
+                      query.priority)
+    return Response.json(answer)
+
+
+# -- receiving end of push mode -----------------------------------------------------------
+
+
+def _transaction_id(request: Request) -> str:
+    tx_id = request.groups[0]
+    if not _TRANSACTION_ID.match(tx_id):
+        raise UnknownResource(f"Unknown push transaction: {tx_id!r}")
+    return tx_id
+
+
+def post_push(app: TransfersApp, request: Request) -> Response:
+    plan = PushPlan.from_wire(parse_json_body(request), app.config.max_instance_size)
+    tx = app.push_receiver.create(plan)
+    return Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}"})
+
+
+def get_push_transaction(app: TransfersApp, request: Request) -> Response:
+    return Response.json(app.push_receiver.status(_transaction_id(request)))
+
+
+def delete_push_transaction(app: TransfersApp, request: Request) -> Response:
+    app.push_receiver.delete(_transaction_id(request))
+    return Response(body="{}")
+
+
+def put_push_bucket(app: TransfersApp, request: Request) -> Response:
+    app.push_receiver.put(_transaction_id(request), request.groups[1], request.body)
+    return Response(body="{}")
+
+
+def post_push_commit(app: TransfersApp, request: Request) -> Response:
+    if request.groups[1] != "commit":
+        raise UnknownResource(f"Unknown route: {request.uri}")
+    app.push_receiver.commit(_transaction_id(request))
+    return Response(body="{}")
+
+
 ROUTES = [
     Route("/transfers/pull", {"POST": post_pull}),
+    Route("/transfers/push", {"POST": post_push}),
+    Route("/transfers/push/([^/]+)", {"GET": get_push_transaction,
+                                      "DELETE": delete_push_transaction}),
+    Route("/transfers/push/([^/]+)/([^/]+)", {"PUT": put_push_bucket,
+                                              "POST": post_push_commit}),
+    Route("/transfers/send", {"POST": post_send}),
 ]

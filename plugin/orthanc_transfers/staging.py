@@ -122,6 +122,10 @@ class DownloadArea:
 
     # -- progress ---------------------------------------------------------------------
 
+    @property
+    def total_size(self) -> int:
+        return sum(info.size for info in self.instances.values())
+
     def pending_buckets(self) -> list[int]:
         with self._lock:
             return [i for i in range(len(self.buckets)) if i not in self._done]

@@ -1,0 +1,282 @@
+"""The ``PushTransfer`` job: the sending end of push mode (reference §5.3).
+
+Expand the resources, describe each instance from what Orthanc stores (no file is read
+to start), plan buckets (no URL cap), open a transaction with ``POST /transfers/push``,
+``PUT`` the buckets on ``Threads`` threads, then ``POST .../commit``. The ``Path`` of
+the creation answer is followed verbatim and its cookies are replayed (sticky load
+balancers), with the headers of reference §5.5.
+
+Resuming: the transaction's ``Path`` is kept in the job's staging folder. When the job
+runs again (resume, resubmit, restart) and the receiver runs this plugin, ``GET {Path}``
+tells which buckets it holds and only the others are sent. The transaction is deleted
+only when the receiver refused the data; after a network failure or a cancel it stays,
+so that a resubmit continues (the receiver expires abandoned ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .buckets import Bucket, PushPlan, plan_buckets
+from .errors import (
+    Cancelled,
+    Paused,
+    PeerError,
+    PeerHttpError,
+    PeerProtocolError,
+    RetriesExhausted,
+    TransfersError,
+)
+from .jobs import RunContext
+from .peers import PeerClient
+from .protocol import TransferQuery, encode_payload, round_kb, round_mb
+from .pull import TransferStats, failure_reason
+from .retry import run_with_retries
+from .services import Services
+from .staging import plan_signature
+from .workers import run_parallel
+
+PUSH_JOB_TYPE = "PushTransfer"
+STATE_FILE = "push.json"
+#: Rounds of "which buckets are missing?" before commit (our receivers only).
+COMPLETION_ROUNDS = 3
+
+
+class PushWork:
+    def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
+        self.query = TransferQuery.from_wire(request)
+        self.job_id = job_id
+        self._services = services
+        self.stats = TransferStats()
+        self.failure: dict[str, Any] | None = None
+        self._headers: dict[str, str] = {}
+        self._path = ""
+
+    @property
+    def directory(self) -> Path:
+        return self._services.staging_root / "send" / self.job_id
+
+    # -- Work protocol ----------------------------------------------------------------
+
+    def content(self) -> dict[str, Any]:
+        stats = self.stats
+        content: dict[str, Any] = {
+            "Peer": self.query.peer,
+            "Resources": list(self.query.raw_resources),
+            "Compression": self.query.compression.value,
+            "TotalInstances": stats.total_instances,
+            "TotalSizeMB": round_mb(stats.total_size),
+            "UploadedSizeMB": round_mb(stats.network_bytes),
+            "CompletedHttpQueries": stats.completed_queries,
+            "Phase": stats.phase,
+        }
+        if stats.started:
+            content["NetworkSpeedKBs"] = stats.speed_kbs()
+            content["UploadedSizeKB"] = round_kb(stats.network_bytes)
+        if self._path:
+            content["RemoteTransaction"] = self._path
+        if self.failure:
+            content["FailureReason"] = self.failure
+        return content
+
+    def progress(self) -> float:
+        return self.stats.progress()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def run(self, context: RunContext) -> None:
+        self.failure = None
+        self.stats = TransferStats()
+        client: PeerClient | None = None
+        try:
+            client = self._services.client(self.query.peer)
+            plan = self._plan()
+            held = self._open_transaction(client, plan, context)
+            if held is not None:
+                self._send(client, plan, held, context)
+                self._commit(client, context)
+        except TransfersError as e:
+            if not isinstance(e, Cancelled | Paused):
+                self.failure = failure_reason(e, self.query.peer)
+                if client is not None and self._receiver_refused(e):
+                    self._abandon(client)
+            raise
+        self.stats.phase = "Done"
+        self.discard()
+
+    # -- phases -----------------------------------------------------------------------
+
+    def _plan(self) -> PushPlan:
+        self.stats.phase = "Lookup"
+        source = self._services.source
+        instances = source.describe_all(source.expand(self.query.resources))
+        buckets = plan_buckets(instances, self._services.config.bucket_size,
+                               compression=self.query.compression)
+        self.stats.total_instances = len(instances)
+        self.stats.total_size = sum(info.size for info in instances)
+        return PushPlan(tuple(instances), tuple(buckets), self.query.compression)
+
+    def _open_transaction(self, client: PeerClient, plan: PushPlan,
+                          context: RunContext) -> set[int] | None:
+        """Reuse the transaction of a previous attempt, or create one.
+
+        Returns the buckets the receiver holds, or None if it already committed them.
+        """
+        signature = plan_signature(plan.instances, plan.buckets)
+        self._headers = {"sender-transfer-id": self.query.sender_transfer_id or self.job_id}
+        saved = self._load_state()
+        if saved.get("Signature") == signature:
+            self._path = saved["Path"]
+            if saved.get("Cookie"):
+                self._headers["Cookie"] = saved["Cookie"]
+            held = self._held_buckets(client)
+            if held == "committed":
+                return None
+            if isinstance(held, set):
+                return held
+        self._create(client, plan, context)
+        self._save_state(signature)
+        return set()
+
+    def _create(self, client: PeerClient, plan: PushPlan, context: RunContext) -> None:
+        self.stats.phase = "Create"
+        body = json.dumps(plan.to_wire()).encode()
+        deadline = time.monotonic() + self._services.config.peer_commit_timeout
+        headers = {**self._headers, "Content-Type": "application/json"}
+        timeout = self._services.config.peer_commit_timeout
+
+        def attempt() -> Any:
+            while True:   # 503: every push slot of the receiver is busy; wait for one
+                try:
+                    return client.send("POST", "/transfers/push", body=body, headers=headers,
+                                       timeout=timeout)
+                except PeerHttpError as e:
+                    if e.status != 503 or time.monotonic() > deadline:
+                        raise
+                    self.stats.phase = "WaitingForReceiver"
+                    context.wait(1.0)
+
+        answer = run_with_retries(attempt, self._services.retry_policy(),
+                                  sleep=context.wait, should_stop=context.check)
+        created = answer.json(client.peer.name, "/transfers/push")
+        if not isinstance(created, dict) or not isinstance(created.get("Path"), str):
+            raise PeerProtocolError(f"Bad network protocol from peer {client.peer.name}: "
+                                    "push creation answer without Path",
+                                    peer=client.peer.name, uri="/transfers/push")
+        self._path = created["Path"]
+        if answer.cookies:
+            self._headers["Cookie"] = answer.cookies
+
+    def _held_buckets(self, client: PeerClient) -> set[int] | str | None:
+        """Ask a receiver running this plugin which buckets it holds (None: cannot tell)."""
+        try:
+            status = client.send("GET", self._path, headers=self._headers, expect_ok=False)
+        except PeerError:
+            return None
+        if status.status != 200:
+            return None
+        try:
+            value = status.json(client.peer.name, self._path)
+        except PeerProtocolError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        if value.get("Committed") is True:
+            return "committed"
+        received = value.get("ReceivedBuckets")
+        if not isinstance(received, list):
+            return None
+        return {i for i in received if isinstance(i, int)}
+
+    def _send(self, client: PeerClient, plan: PushPlan, held: set[int],
+              context: RunContext) -> None:
+        stats = self.stats
+        stats.phase = "Transfer"
+        stats.started = stats.last_query = time.monotonic()
+        stats.done_bytes = sum(plan.buckets[i].size for i in held if i < len(plan.buckets))
+        policy = self._services.retry_policy()
+        headers = {**self._headers, "Content-Type": "application/octet-stream"}
+
+        def put(index: int) -> list[int]:
+            payload = encode_payload(self._bucket_bytes(plan.buckets[index]), plan.compression)
+            try:
+                run_with_retries(
+                    lambda: client.send("PUT", f"{self._path}/{index}", body=payload,
+                                        headers=headers),
+                    policy, sleep=context.wait, should_stop=context.check)
+            except RetriesExhausted as e:
+                if not _is_corruption(e.last):
+                    raise
+                return []     # the receiver dropped a corrupted instance: next round resends
+            stats.bucket_done(len(payload), plan.buckets[index].size)
+            self._services.metrics.add("push_sent_bytes", len(payload))
+            context.changed()
+            return []
+
+        pending = [i for i in range(len(plan.buckets)) if i not in held]
+        for _ in range(COMPLETION_ROUNDS):
+            run_parallel(pending, put, self._services.config.threads, context.check, "TF-PUSH")
+            still_held = self._held_buckets(client)
+            if not isinstance(still_held, set):
+                return          # an original receiver, or already committed
+            pending = [i for i in range(len(plan.buckets)) if i not in still_held]
+            if not pending:
+                return
+
+    def _bucket_bytes(self, bucket: Bucket) -> bytes:
+        source = self._services.source
+        parts = [source.read_range((chunk.instance_id,), chunk.offset, chunk.size)
+                 for chunk in bucket.chunks]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _commit(self, client: PeerClient, context: RunContext) -> None:
+        self.stats.phase = "Commit"
+        context.changed()
+        run_with_retries(
+            lambda: client.send("POST", f"{self._path}/commit", body=b"",
+                                headers=self._headers,
+                                timeout=self._services.config.peer_commit_timeout),
+            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+
+    # -- failure handling and state ---------------------------------------------------
+
+    @staticmethod
+    def _receiver_refused(error: TransfersError) -> bool:
+        cause = error.last if isinstance(error, RetriesExhausted) else error
+        return isinstance(cause, PeerHttpError) and cause.status is not None \
+            and 400 <= cause.status < 500 and cause.status != 404
+
+    def _abandon(self, client: PeerClient) -> None:
+        if self._path:
+            with contextlib.suppress(PeerError):
+                client.send("DELETE", self._path, headers=self._headers)
+        self.discard()
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            value = json.loads((self.directory / STATE_FILE).read_text())
+            return value if isinstance(value, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, signature: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / STATE_FILE).write_text(json.dumps(
+            {"Signature": signature, "Path": self._path,
+             "Cookie": self._headers.get("Cookie", "")}))
+
+
+def _is_corruption(error: BaseException) -> bool:
+    """A receiver of ours saying that bytes arrived damaged (CorruptedFile, code 20)."""
+    if not isinstance(error, PeerHttpError) or error.status != 500:
+        return False
+    try:
+        return bool(json.loads(error.details).get("OrthancStatus") == 20)
+    except (ValueError, AttributeError):
+        return False

@@ -1,0 +1,232 @@
+"""The receiving end of push transfers: the table of push transactions (reference §3.7-3.10, §11).
+
+Same wire format as the original, with the improvements of reference §20:
+
+* one lock per transaction, so uploads to different transactions, and the buckets of
+  one transaction, are decoded and written in parallel;
+* every instance is MD5-checked as soon as its last bucket lands; a mismatch forgets
+  its buckets (the PUT that revealed it answers 500 so the sender sends them again);
+* commit checks completeness and every MD5 *before* importing anything, and is
+  idempotent: a retried commit of a committed transaction answers ``{}``;
+* ``MaxPushTransactions`` never evicts an active transaction: an idle one goes, or the
+  newcomer gets a retryable 503; idle transactions expire after
+  ``PushTransactionTimeout``;
+* transactions live on disk (plan + manifest), survive a restart, and a sender that
+  runs this plugin asks ``GET /transfers/push/{id}`` which buckets are held (an
+  extension the original has not: it answers 405 there).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .buckets import PushPlan
+from .commit import import_area
+from .errors import Conflict, IntegrityError, ServiceUnavailable, StagingError, UnknownResource
+from .protocol import Compression, decode_payload
+from .services import Services
+from .staging import DownloadArea
+
+#: A transaction with no request for this long may be evicted to make room (seconds).
+EVICTABLE_AFTER = 60.0
+#: Committed transactions are remembered this long, for idempotent commits (seconds).
+COMMITTED_MEMORY = 3600.0
+TRANSACTION_FILE = "transaction.json"
+
+
+@dataclass
+class PushTransaction:
+    id: str
+    compression: Compression
+    area: DownloadArea
+    created: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    committing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def idle_for(self) -> float:
+        return 0.0 if self.in_flight or self.committing else time.monotonic() - self.last_active
+
+    def status(self) -> dict[str, Any]:
+        pending = set(self.area.pending_buckets())
+        return {"ID": self.id, "Path": f"/transfers/push/{self.id}",
+                "Compression": self.compression.value,
+                "CountBuckets": len(self.area.buckets),
+                "ReceivedBuckets": [i for i in range(len(self.area.buckets)) if i not in pending],
+                "VerifiedInstances": len(self.area.verified),
+                "CountInstances": len(self.area.instances)}
+
+
+class PushReceiver:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._transactions: dict[str, PushTransaction] = {}
+        self._committed: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        return self._services.staging_root / "push"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Reopen the transactions a previous run left on disk; clean what is unusable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for directory in self.root.iterdir():
+            try:
+                meta = json.loads((directory / TRANSACTION_FILE).read_text())
+                plan = DownloadArea.saved_plan(directory)
+                if plan is None or time.time() - meta["Created"] > self._timeout():
+                    raise ValueError("expired or without plan")
+                area = DownloadArea(directory, *plan)
+                tx = PushTransaction(directory.name, Compression(meta["Compression"]), area,
+                                     created=meta["Created"])
+                self._transactions[tx.id] = tx
+            except (OSError, ValueError, KeyError, StagingError):
+                shutil.rmtree(directory, ignore_errors=True)
+        self._publish()
+
+    def _timeout(self) -> float:
+        return self._services.config.push_transaction_timeout
+
+    # -- routes -----------------------------------------------------------------------
+
+    def create(self, plan: PushPlan) -> PushTransaction:
+        free = shutil.disk_usage(self.root).free if self.root.exists() else 0
+        if plan.total_size > free:
+            raise ServiceUnavailable(f"Not enough space in the staging directory for "
+                                     f"{plan.total_size} bytes ({free} free)")
+        with self._lock:
+            self._expire()
+            if len(self._transactions) >= self._services.config.max_push_transactions:
+                self._evict_one_idle()
+            tx_id = str(uuid.uuid4())
+            directory = self.root / tx_id
+            area = DownloadArea(directory, plan.instances, plan.buckets)
+            tx = PushTransaction(tx_id, plan.compression, area)
+            (directory / TRANSACTION_FILE).write_text(json.dumps(
+                {"Compression": plan.compression.value, "Created": tx.created}))
+            self._transactions[tx_id] = tx
+        self._services.metrics.add("created_push_count")
+        self._publish()
+        return tx
+
+    def put(self, tx_id: str, index_text: str, body: bytes) -> None:
+        tx = self._enter(tx_id)
+        try:
+            if not index_text.isdigit() or int(index_text) >= len(tx.area.buckets):
+                raise UnknownResource(f"Push transaction {tx_id} has no bucket {index_text} "
+                                      f"(it has {len(tx.area.buckets)})")
+            index = int(index_text)
+            bucket = tx.area.buckets[index]
+            data = decode_payload(body, tx.compression, bucket.size)
+            for instance_id in tx.area.write_bucket(index, data):
+                tx.area.verify(instance_id)   # IntegrityError: its buckets must come again
+            self._services.metrics.add("push_received_bucket_bytes", len(body))
+        finally:
+            self._leave(tx)
+
+    def status(self, tx_id: str) -> dict[str, Any]:
+        with self._lock:
+            if tx_id in self._committed:
+                return {"ID": tx_id, "Committed": True}
+        tx = self._get(tx_id)
+        return {**tx.status(), "Committed": False}
+
+    def commit(self, tx_id: str) -> None:
+        with self._lock:
+            if tx_id in self._committed:
+                return                        # idempotent: it was imported already
+            tx = self._get(tx_id)
+            if tx.committing:
+                raise Conflict(f"Push transaction {tx_id} is already being committed")
+            tx.committing = True
+        started = time.monotonic()
+        try:
+            missing = tx.area.pending_buckets()
+            if missing:
+                raise IntegrityError(
+                    f"Push transaction {tx_id} misses {len(missing)} bucket(s), nothing was "
+                    f"imported (first missing: {missing[0]})")
+            import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None)
+        finally:
+            with self._lock:
+                tx.committing = False
+        with self._lock:
+            self._transactions.pop(tx_id, None)
+            self._committed[tx_id] = time.monotonic()
+        tx.area.discard()
+        metrics = self._services.metrics
+        metrics.add("committed_push_count")
+        metrics.add("push_total_received_bytes_count", tx.area.total_size)
+        metrics.add("push_total_time_spent_in_commit_ms", (time.monotonic() - started) * 1000)
+        self._publish()
+
+    def delete(self, tx_id: str) -> None:
+        with self._lock:
+            tx = self._get(tx_id)
+            if tx.committing:
+                raise Conflict(f"Push transaction {tx_id} is being committed")
+            del self._transactions[tx_id]
+        tx.area.discard()
+        self._services.metrics.add("discarded_push_count")
+        self._publish()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _get(self, tx_id: str) -> PushTransaction:
+        tx = self._transactions.get(tx_id)
+        if tx is None:
+            raise UnknownResource(f"Unknown push transaction: {tx_id}")
+        return tx
+
+    def _enter(self, tx_id: str) -> PushTransaction:
+        with self._lock:
+            tx = self._get(tx_id)
+            if tx.committing:
+                raise Conflict(f"Push transaction {tx_id} is being committed")
+            tx.in_flight += 1
+            tx.last_active = time.monotonic()
+            return tx
+
+    def _leave(self, tx: PushTransaction) -> None:
+        with self._lock:
+            tx.in_flight -= 1
+            tx.last_active = time.monotonic()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for tx in [t for t in self._transactions.values() if t.idle_for() > self._timeout()]:
+            del self._transactions[tx.id]
+            tx.area.discard()
+        for tx_id in [k for k, t in self._committed.items() if now - t > COMMITTED_MEMORY]:
+            del self._committed[tx_id]
+
+    def _evict_one_idle(self) -> None:
+        idle = [t for t in self._transactions.values() if t.idle_for() >= EVICTABLE_AFTER]
+        if not idle:
+            raise ServiceUnavailable(
+                f"All {len(self._transactions)} push transactions are active "
+                "(Transfers.MaxPushTransactions); retry later")
+        victim = max(idle, key=lambda t: t.idle_for())
+        del self._transactions[victim.id]
+        victim.area.discard()
+        self._services.host.log_warning(f"An inactive push transaction has been discarded: "
+                                        f"{victim.id}")
+        self._services.metrics.add("aborted_push_count")
+
+    def _publish(self) -> None:
+        with self._lock:
+            active = len(self._transactions)
+        limit = self._services.config.max_push_transactions
+        self._services.metrics.set("available_push_count", max(0, limit - active))
+        self._services.metrics.set("active_push_count", active)
