@@ -150,7 +150,7 @@ def _volume(
 ) -> Iterator[tuple[FloatImage, FloatImage, float]]:
     """Yield (a, d, w) for each slice: the slice is a + w * d (d = next anchor - a).
 
-    Drawing the phantom costs ~10 ms, so it is drawn at a few anchor heights only and slices in
+    Drawing the phantom costs tens of ms, so it is drawn at a few anchor heights only and slices in
     between are linear blends; the blend also mimics partial-volume edges of real scanners.
     """
     x, y = _grid(rows, columns)

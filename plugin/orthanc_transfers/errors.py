@@ -12,7 +12,7 @@ The tree::
     │   ├── PeerUnreachable         connection refused, reset or timed out
     │   ├── PeerHttpError           the peer answered with a non-200 status
     │   └── PeerProtocolError       the peer answered 200 with something unusable
-    ├── IntegrityError              500, bytes that do not match their size or MD5
+    ├── IntegrityError              400, bytes that do not match their size or MD5
     ├── StagingError                500, the staging area cannot be written
     ├── RetriesExhausted            the last error after every retry (``from`` it)
     └── Cancelled / Paused          not failures: a job was told to stop
@@ -141,8 +141,13 @@ class PeerProtocolError(PeerError):
 
 
 class IntegrityError(TransfersError):
-    """Bytes whose length or MD5 differ from what was announced."""
+    """Bytes whose length or MD5 differ from what was announced.
 
+    Answered 400 on the receiving routes: the sender's bytes are wrong, and sending
+    them again is the fix (the original answers 500 there).
+    """
+
+    http_status = 400
     orthanc_code = ORTHANC_CORRUPTED_FILE
 
     def __init__(self, message: str, *, instance: str = "", details: str = "") -> None:

@@ -273,8 +273,8 @@ class PushWork:
 
 
 def _is_corruption(error: BaseException) -> bool:
-    """A receiver of ours saying that bytes arrived damaged (CorruptedFile, code 20)."""
-    if not isinstance(error, PeerHttpError) or error.status != 500:
+    """A receiver saying that bytes arrived damaged (CorruptedFile, code 20)."""
+    if not isinstance(error, PeerHttpError):
         return False
     try:
         return bool(json.loads(error.details).get("OrthancStatus") == 20)

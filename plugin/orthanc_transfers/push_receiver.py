@@ -29,7 +29,7 @@ from typing import Any
 
 from .buckets import PushPlan
 from .commit import import_area
-from .errors import Conflict, IntegrityError, ServiceUnavailable, StagingError, UnknownResource
+from .errors import Conflict, ServiceUnavailable, StagingError, UnknownResource
 from .protocol import Compression, decode_payload
 from .services import Services
 from .staging import DownloadArea
@@ -154,7 +154,7 @@ class PushReceiver:
         try:
             missing = tx.area.pending_buckets()
             if missing:
-                raise IntegrityError(
+                raise Conflict(
                     f"Push transaction {tx_id} misses {len(missing)} bucket(s), nothing was "
                     f"imported (first missing: {missing[0]})")
             import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None)

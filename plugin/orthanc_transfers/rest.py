@@ -48,6 +48,7 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
         payload = encode_payload(data, chunk.compression)
     app.metrics.add("chunks_served_bytes", len(payload))
+    app.metrics.add("chunks_served_count")
     return Response(body=payload, content_type=chunk.compression.mime_type)
 
 

@@ -1,0 +1,248 @@
+"""A user-space TCP proxy that makes a loopback link behave like a WAN, and breaks it.
+
+Linux netem is not available on these machines, so this proxy stands between two
+Orthanc servers: it adds one-way delay, caps the bandwidth of each direction (shared by
+all connections, as one link would), and counts the bytes. For fault tests it can
+reset a share of connections, stall all traffic, or flip one byte.
+
+What it does not model: packet loss and TCP's reaction to it (a reset is the blunt
+substitute), queueing in routers beyond the bandwidth cap, jitter, and TCP slow start
+over the emulated latency (the loopback socket underneath has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+CHUNK = 64 * 1024
+
+
+@dataclass
+class LinkProfile:
+    """``delay`` is one-way, in seconds; ``bandwidth`` in bits per second (0 = none)."""
+
+    name: str = "lan"
+    delay: float = 0.0
+    bandwidth: float = 0.0
+    reset_rate: float = 0.0      # probability that a new connection is reset mid-way
+
+
+PROFILES = {
+    "lan": LinkProfile("lan"),
+    "wan20": LinkProfile("wan20", delay=0.040, bandwidth=20e6),
+    "wan100": LinkProfile("wan100", delay=0.100, bandwidth=100e6),
+    "flaky": LinkProfile("flaky", delay=0.040, bandwidth=20e6, reset_rate=0.03),
+}
+
+
+class TokenBucket:
+    """Shared bandwidth of one direction: callers wait until their bytes may pass."""
+
+    def __init__(self, bits_per_second: float) -> None:
+        self.rate = bits_per_second / 8.0
+        self._next_free = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            start = max(self._next_free, time.monotonic())
+            self._next_free = start + size / self.rate
+            wait = self._next_free - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+
+@dataclass
+class Counters:
+    up: int = 0                 # client -> server bytes
+    down: int = 0               # server -> client bytes
+    connections: int = 0
+    resets: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WanProxy:
+    def __init__(self, target_port: int, profile: LinkProfile | None = None, *,
+                 seed: int = 0, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.profile = profile or PROFILES["lan"]
+        self.counters = Counters()
+        self._random = random.Random(seed)
+        self._buckets = {"up": TokenBucket(self.profile.bandwidth),
+                         "down": TokenBucket(self.profile.bandwidth)}
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._running = True
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._corruptions: dict[str, int] = {}     # direction -> bytes before the flip
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="wan-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> WanProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._flowing.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for sock in list(self._sockets):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    # -- faults -----------------------------------------------------------------------
+
+    def stall(self) -> None:
+        """Hold every byte until :meth:`release` (a link that goes silent)."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def corrupt_once(self, direction: str, after_bytes: int) -> None:
+        """Flip one byte of ``direction`` ("up"/"down") once ``after_bytes`` more passed."""
+        with self._lock:
+            self._corruptions[direction] = after_bytes
+
+    def reset_all(self) -> None:
+        """Reset every open connection now."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                sock.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.counters.lock:
+                self.counters.connections += 1
+            reset_after = None
+            if self.profile.reset_rate and self._random.random() < self.profile.reset_rate:
+                reset_after = self._random.randint(1, 2 * 1024 * 1024)
+            with self._lock:
+                self._sockets.update((client, server))
+            pumps_left = [2]
+            for source, sink, direction in ((client, server, "up"), (server, client, "down")):
+                threading.Thread(target=self._pump,
+                                 args=(source, sink, direction, reset_after, pumps_left),
+                                 daemon=True, name=f"wan-{direction}").start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, direction: str,
+              reset_after: int | None, pumps_left: list[int]) -> None:
+        """Read, delay by the one-way latency, pace by the bandwidth, write."""
+        delayed: list[tuple[float, int, bytes]] = []
+        arrived = threading.Condition()
+        done = threading.Event()
+        sequence = 0
+
+        def writer() -> None:
+            passed = 0
+            while True:
+                with arrived:
+                    while not delayed and not done.is_set():
+                        arrived.wait(0.5)
+                    if not delayed:
+                        break
+                    due, _, data = heapq.heappop(delayed)
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                self._flowing.wait()
+                self._buckets[direction].take(len(data))
+                data = self._maybe_corrupt(direction, data)
+                passed += len(data)
+                if reset_after is not None and passed > reset_after:
+                    with self.counters.lock:
+                        self.counters.resets += 1
+                    self._reset(source, sink)
+                    return
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    break
+                with self.counters.lock:
+                    if direction == "up":
+                        self.counters.up += len(data)
+                    else:
+                        self.counters.down += len(data)
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)     # pass the half-close on
+            with self._lock:
+                pumps_left[0] -= 1
+                last = pumps_left[0] == 0
+            if last:
+                self._reset(source, sink, linger=False)
+
+        thread = threading.Thread(target=writer, daemon=True, name=f"wan-{direction}-w")
+        thread.start()
+        try:
+            while True:
+                data = source.recv(CHUNK)
+                if not data:
+                    break
+                with arrived:
+                    sequence += 1
+                    heapq.heappush(delayed, (time.monotonic() + self.profile.delay, sequence,
+                                             data))
+                    arrived.notify()
+        except OSError:
+            pass
+        done.set()
+        with arrived:
+            arrived.notify()
+        thread.join()
+
+    def _maybe_corrupt(self, direction: str, data: bytes) -> bytes:
+        with self._lock:
+            remaining = self._corruptions.get(direction)
+            if remaining is None:
+                return data
+            if remaining >= len(data):
+                self._corruptions[direction] = remaining - len(data)
+                return data
+            del self._corruptions[direction]
+        flipped = bytearray(data)
+        flipped[remaining] ^= 0xFF
+        return bytes(flipped)
+
+    def _reset(self, a: socket.socket, b: socket.socket, linger: bool = True) -> None:
+        """Close both ends; with ``linger`` the peers see a TCP reset."""
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                if linger:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                sock.close()
+        with self._lock:
+            self._sockets.discard(a)
+            self._sockets.discard(b)
