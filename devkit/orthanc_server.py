@@ -205,6 +205,14 @@ class OrthancServer:
         return {instance_id: md5_hex(self.get(f"/instances/{instance_id}/file").content)
                 for instance_id in self.get_json("/instances")}
 
+    def metric(self, name: str) -> float:
+        """A value of ``/tools/metrics-prometheus`` (0 when absent)."""
+        for line in self.get("/tools/metrics-prometheus").text.splitlines():
+            parts = line.split()
+            if parts and parts[0] == name:
+                return float(parts[1])
+        return 0.0
+
     def wipe(self) -> None:
         for patient in self.get_json("/patients"):
             self.request("DELETE", f"/patients/{patient}")
@@ -219,6 +227,11 @@ class OrthancServer:
         result: dict[str, Any] = wait_for(finished, timeout, f"job {job_id} to reach {states}",
                                           interval=0.1)
         return result
+
+
+def resources(level: str, *ids: str) -> list[dict[str, str]]:
+    """A ``Resources`` list of one level."""
+    return [{"Level": level, "ID": i} for i in ids]
 
 
 def start_cluster(names: list[str], *, config: dict[str, Any] | None = None,

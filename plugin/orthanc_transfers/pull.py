@@ -60,6 +60,8 @@ class TransferStats:
         self.payload_bytes = 0            # bytes of the buckets done in this run
         self.done_bytes = 0               # bytes of every bucket done, this run or before
         self.completed_queries = 0
+        self.total_buckets = 0
+        self.reused_buckets = 0           # held from an earlier attempt: not sent again
         self.imported = 0
         self.to_import = 0
         self.phase = "Pending"
@@ -124,6 +126,8 @@ class PullWork:
             "TotalSizeMB": round_mb(stats.total_size),
             "DownloadedSizeMB": round_mb(stats.network_bytes),
             "CompletedHttpQueries": stats.completed_queries,
+            "TotalBuckets": stats.total_buckets,
+            "ReusedBuckets": stats.reused_buckets,
             "SkippedInstances": stats.skipped_instances,
             "Phase": stats.phase,
         }
@@ -204,6 +208,8 @@ class PullWork:
                                    compression=self.query.compression, base_url=client.peer.url)
         stats.skipped_instances = len(remote) - len(todo)
         area = DownloadArea(self.directory, todo, buckets)
+        stats.total_buckets = len(buckets)
+        stats.reused_buckets = len(buckets) - len(area.pending_buckets())
         stats.done_bytes = area.done_bytes() + sum(i.size for i in remote) \
             - sum(i.size for i in todo)
         context.changed()

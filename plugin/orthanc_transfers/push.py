@@ -73,6 +73,8 @@ class PushWork:
             "TotalSizeMB": round_mb(stats.total_size),
             "UploadedSizeMB": round_mb(stats.network_bytes),
             "CompletedHttpQueries": stats.completed_queries,
+            "TotalBuckets": stats.total_buckets,
+            "ReusedBuckets": stats.reused_buckets,
             "Phase": stats.phase,
         }
         if stats.started:
@@ -200,6 +202,8 @@ class PushWork:
         stats.phase = "Transfer"
         stats.started = stats.last_query = time.monotonic()
         stats.done_bytes = sum(plan.buckets[i].size for i in held if i < len(plan.buckets))
+        stats.total_buckets = len(plan.buckets)
+        stats.reused_buckets = len(held)
         policy = self._services.retry_policy()
         headers = {**self._headers, "Content-Type": "application/octet-stream"}
 

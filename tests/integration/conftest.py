@@ -83,16 +83,3 @@ def make_proxy() -> Iterator[Callable[..., WanProxy]]:
     yield make
     for proxy in proxies:
         proxy.stop()
-
-
-def resources(level: str, *ids: str) -> list[dict[str, str]]:
-    return [{"Level": level, "ID": i} for i in ids]
-
-
-def metric(server: OrthancServer, name: str) -> float:
-    """A value of ``/tools/metrics-prometheus`` (0 when absent)."""
-    for line in server.get("/tools/metrics-prometheus").text.splitlines():
-        parts = line.split()
-        if parts and parts[0] == name:
-            return float(parts[1])
-    return 0.0

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-
 from orthanc_transfers.buckets import (
     MAX_PULL_URL_LENGTH,
     Bucket,
@@ -172,7 +171,8 @@ def test_ten_kib_files_in_push_mode_are_grouped_by_size_only() -> None:
 @pytest.mark.parametrize(("file_size", "slices"), [
     (6 * MIB, [6 * MIB]),
     (2 * G - 1, [2 * G - 1]),
-    (2 * G, [G, G]),
+    (2 * G, [2 * G]),                 # ceil(S / S) = 1 slice
+    (2 * G + 1, [G, G + 1]),
     (20 * MIB, [6_990_506, 6_990_506, 6_990_508]),
 ])
 def test_large_file_slices(file_size: int, slices: list[int]) -> None:

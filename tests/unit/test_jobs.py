@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import pytest
-
 from orthanc_transfers.errors import InvalidTransition
 from orthanc_transfers.jobs import (
     IGNORED,

@@ -8,7 +8,6 @@ import zlib
 from typing import Any
 
 import pytest
-
 from orthanc_transfers.errors import BadRequest, IntegrityError
 from orthanc_transfers.protocol import (
     MAX_CHUNK_ARGUMENT,

@@ -1,0 +1,112 @@
+"""run_parallel: the bucket pool of one job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import pytest
+from orthanc_transfers.errors import Paused
+from orthanc_transfers.workers import run_parallel
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def no_stop() -> None:
+    return None
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+
+    def record(self, item: int) -> None:
+        with self.lock:
+            self.items.append(item)
+            self.threads.add(threading.current_thread().name)
+
+
+@pytest.mark.parametrize("threads", [1, 4, 16])
+def test_every_item_is_processed_once(threads: int) -> None:
+    recorder = Recorder()
+
+    def work(item: int) -> Iterable[int]:
+        recorder.record(item)
+        return []
+
+    run_parallel(range(100), work, threads, no_stop, "TF-TEST")
+    assert sorted(recorder.items) == list(range(100))
+    assert all(name.startswith("TF-TEST-") for name in recorder.threads)
+
+
+def test_no_items() -> None:
+    called: list[int] = []
+    run_parallel([], lambda item: called.append(item) or [], 4, no_stop, "TF-TEST")
+    assert called == []
+
+
+def test_items_returned_by_work_are_processed() -> None:
+    recorder = Recorder()
+
+    def work(item: int) -> Iterable[int]:
+        recorder.record(item)
+        return [item - 1] if item > 0 else []
+
+    run_parallel([3, 10], work, 2, no_stop, "TF-TEST")
+    assert sorted(recorder.items) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_first_error_stops_new_items_and_is_raised() -> None:
+    recorder = Recorder()
+    first, second = ValueError("item 3"), ValueError("item 5")
+
+    def work(item: int) -> Iterable[int]:
+        recorder.record(item)
+        if item == 3:
+            raise first
+        if item == 5:
+            raise second
+        return []
+
+    with pytest.raises(ValueError) as caught:
+        run_parallel(range(10), work, 1, no_stop, "TF-TEST")
+    assert caught.value is first
+    assert recorder.items == [0, 1, 2, 3]
+
+
+def test_error_with_many_threads_is_raised_after_all_threads_finish() -> None:
+    started = threading.Barrier(4)
+    finished: list[int] = []
+
+    def work(item: int) -> Iterable[int]:
+        if item < 4:
+            started.wait(10)              # four items in flight at once
+        if item == 0:
+            raise RuntimeError("bucket 0 failed")
+        finished.append(item)
+        return []
+
+    with pytest.raises(RuntimeError, match="bucket 0"):
+        run_parallel(range(4), work, 4, no_stop, "TF-TEST")
+    assert sorted(finished) == [1, 2, 3]          # in-flight items completed
+
+
+def test_check_raising_stops_the_pool() -> None:
+    recorder = Recorder()
+    stop = threading.Event()
+
+    def check() -> None:
+        if stop.is_set():
+            raise Paused("job paused")
+
+    def work(item: int) -> Iterable[int]:
+        recorder.record(item)
+        if item == 2:
+            stop.set()
+        return []
+
+    with pytest.raises(Paused):
+        run_parallel(range(10), work, 1, check, "TF-TEST")
+    assert recorder.items == [0, 1, 2]
