@@ -244,6 +244,7 @@ class PullWork:
                 try:
                     area.verify(instance_id)
                 except IntegrityError:
+                    metrics.add("corrupted_instances_count")
                     md5_failures[instance_id] = md5_failures.get(instance_id, 0) + 1
                     if md5_failures[instance_id] >= MAX_MD5_FAILURES:
                         raise

@@ -29,7 +29,13 @@ from typing import Any
 
 from .buckets import PushPlan
 from .commit import import_area
-from .errors import Conflict, ServiceUnavailable, StagingError, UnknownResource
+from .errors import (
+    Conflict,
+    IntegrityError,
+    ServiceUnavailable,
+    StagingError,
+    UnknownResource,
+)
 from .protocol import Compression, decode_payload
 from .services import Services
 from .staging import DownloadArea
@@ -130,7 +136,11 @@ class PushReceiver:
             bucket = tx.area.buckets[index]
             data = decode_payload(body, tx.compression, bucket.size)
             for instance_id in tx.area.write_bucket(index, data):
-                tx.area.verify(instance_id)   # IntegrityError: its buckets must come again
+                try:
+                    tx.area.verify(instance_id)
+                except IntegrityError:        # its buckets were forgotten: must come again
+                    self._services.metrics.add("corrupted_instances_count")
+                    raise
             self._services.metrics.add("push_received_bucket_bytes", len(body))
         finally:
             self._leave(tx)

@@ -197,7 +197,7 @@ def test_bad_input_gets_a_clear_4xx_json_error(pair: tuple[OrthancServer, Orthan
 
 
 def test_bad_peer_configuration_does_not_break_the_others(make_cluster: Any) -> None:
-    a, b = make_cluster(["a", "b"])
+    a, _ = make_cluster(["a", "b"])
     a.request("PUT", "/peers/weird", json={"Url": "not-a-url"})
     statuses = a.get_json("/transfers/peers")
     assert statuses["b"] == "installed" and statuses["weird"] == "disabled"

@@ -43,7 +43,12 @@ def test_every_item_is_processed_once(threads: int) -> None:
 
 def test_no_items() -> None:
     called: list[int] = []
-    run_parallel([], lambda item: called.append(item) or [], 4, no_stop, "TF-TEST")
+
+    def work(item: int) -> Iterable[int]:
+        called.append(item)
+        return []
+
+    run_parallel([], work, 4, no_stop, "TF-TEST")
     assert called == []
 
 
