@@ -201,7 +201,8 @@ def covers_every_byte(instances: Sequence[InstanceInfo], buckets: Sequence[Bucke
     for info in instances:
         position = 0
         for start, end in sorted(ranges[info.id]):
-            if start != position:
+            if start != position:          # a gap, or bytes covered twice
+                position = -1
                 break
             position = end
         if position != info.size:

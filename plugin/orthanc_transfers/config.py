@@ -124,6 +124,14 @@ def _number(section: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
+def _global_number(configuration: dict[str, Any], name: str, default: float) -> float:
+    """One of Orthanc's own options that we follow (HttpTimeout, ConcurrentJobs...)."""
+    value = configuration.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
 def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
     """Build the effective settings from Orthanc's whole configuration."""
     section = configuration.get("Transfers", {})
@@ -137,7 +145,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         staging = os.path.join(str(storage), "transfers-staging")
     if not isinstance(staging, str) or not staging:
         raise ConfigurationError("Transfers.StagingDirectory must be a non-empty string")
-    http_timeout = configuration.get("HttpTimeout", DEFAULT_HTTP_TIMEOUT)
+    http_timeout = _global_number(configuration, "HttpTimeout", DEFAULT_HTTP_TIMEOUT)
     return TransfersConfig(
         threads=values["Threads"],
         bucket_size=values["BucketSize"] * 1024,
@@ -154,9 +162,11 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         max_instance_size=values["MaxInstanceSize"] * 1024 * 1024,
         staging_directory=os.path.abspath(staging),
         # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
-        http_timeout=float(http_timeout) if http_timeout else 0.0,
-        jobs_history_size=int(configuration.get("JobsHistorySize", DEFAULT_JOBS_HISTORY_SIZE)),
-        concurrent_jobs=max(1, int(configuration.get("ConcurrentJobs", DEFAULT_CONCURRENT_JOBS))),
+        http_timeout=http_timeout,
+        jobs_history_size=int(_global_number(configuration, "JobsHistorySize",
+                                             DEFAULT_JOBS_HISTORY_SIZE)),
+        concurrent_jobs=max(1, int(_global_number(configuration, "ConcurrentJobs",
+                                                  DEFAULT_CONCURRENT_JOBS))),
         https_verify_peers=bool(configuration.get("HttpsVerifyPeers", True)),
         https_ca_certificates=str(configuration.get("HttpsCACertificates", "") or ""),
     )

@@ -237,7 +237,9 @@ class JobEngine:
             self._schedule()
 
     def _trim_history(self) -> None:
-        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED),
+        # A job whose runner has not exited yet still uses its staging: trimmed later.
+        finished = sorted((j for j in self._jobs.values()
+                           if j.state in FINISHED and j.id not in self._runners),
                           key=lambda j: j.sequence)
         for job in finished[: max(0, len(finished) - self._history)]:
             del self._jobs[job.id]

@@ -18,9 +18,9 @@ from typing import Any
 from .errors import BadRequest, IntegrityError
 
 #: Orthanc identifiers are SHA-1 based: hex digits and dashes (e.g. 8-8-8-8-8).
-_ORTHANC_ID = re.compile(r"^[0-9a-f]{1,64}(-[0-9a-f]{1,64}){0,8}$")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
-_DECIMAL = re.compile(r"^[0-9]{1,19}$")
+_ORTHANC_ID = re.compile(r"[0-9a-f]{1,64}(-[0-9a-f]{1,64}){0,8}")
+_MD5 = re.compile(r"[0-9a-f]{32}")
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 
 #: Levels accepted in ``Resources`` (case-insensitive), mapped to Orthanc's REST folder.
 LEVELS = {
@@ -79,6 +79,9 @@ def decode_payload(payload: bytes, compression: Compression, expected_size: int)
             if more or not inflater.eof:
                 raise IntegrityError(
                     f"Gzip payload does not end after the expected {expected_size} bytes")
+        if inflater.unused_data:
+            # The original reads a single member; anything after it is not ours.
+            raise IntegrityError("Unexpected data after the gzip member of a bucket")
     if len(data) != expected_size:
         raise IntegrityError(
             f"Bucket has {len(data)} bytes after decoding, expected {expected_size}")
@@ -121,21 +124,21 @@ _WIRE_LEVEL = {"patients": "Patient", "studies": "Study", "series": "Series",
 
 
 def parse_orthanc_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _ORTHANC_ID.match(value):
+    if not isinstance(value, str) or not _ORTHANC_ID.fullmatch(value):
         raise BadRequest(f"'{field}' must be an Orthanc identifier (hex digits and dashes), "
                          f"got {value!r}")
     return value
 
 
 def parse_md5(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _MD5.match(value):
+    if not isinstance(value, str) or not _MD5.fullmatch(value):
         raise BadRequest(f"'{field}' must be 32 lowercase hexadecimal digits, got {value!r}")
     return value
 
 
 def parse_decimal_string(value: Any, field: str) -> int:
     """A non-negative integer written as a JSON string, as the original sends sizes."""
-    if not isinstance(value, str) or not _DECIMAL.match(value):
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
         raise BadRequest(f"'{field}' must be a string holding a non-negative integer, "
                          f"got {value!r}")
     return int(value)

@@ -220,7 +220,7 @@ def test_buckets_by_instance() -> None:
     ([("a", 0, 6), ("a", 4, 6), ("b", 0, 4)], ["a"]),            # overlap
     ([("a", 0, 10), ("a", 0, 10), ("b", 0, 4)], ["a"]),          # twice
     ([("a", 0, 10), ("a", 5, 5), ("b", 0, 4)], ["a"]),           # tail twice
-])
+], ids=["exact", "unordered", "gap", "short", "missing", "overlap", "twice", "tail-twice"])
 def test_covers_every_byte_exactly_once(chunks: list[tuple[str, int, int]],
                                         broken: list[str]) -> None:
     instances = [info("a", 10), info("b", 4)]

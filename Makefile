@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test` (each sets up first).
+PYTHON ?= python3
+
+.PHONY: setup demo test lint unit integration bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PYTHON) -m devkit.demo
+
+lint:
+	$(PYTHON) -m ruff check plugin devkit tests bench
+	$(PYTHON) -m mypy
+
+unit:
+	$(PYTHON) -m pytest tests/unit -q
+
+integration:
+	$(PYTHON) -m pytest tests/integration -q
+
+test: setup lint
+	$(PYTHON) -m pytest tests -q -ra
+
+bench: setup
+	$(PYTHON) -m bench.run
