@@ -85,7 +85,7 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
     if method.payload_metric is not None:
         metric0 = servers[method.payload_metric[0]].metric(method.payload_metric[1])
     sampler = measure.Sampler({**pids, "bench": "self"}, pair.wire_bytes)
-    t0 = sampler.start()
+    sampler.start()
     try:
         started = method.start(pair, study_id)
         job = wait_job(started.server, started.job_id, _timeout(study, pair.profile))
@@ -96,7 +96,6 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
                                           "ErrorDetails", "Content")}
     for role, pid in pids.items():
         setattr(result, f"rss_peak_{role}_mb", round(measure.peak_rss_mb(pid), 1))
-    del t0
     if job["State"] != "Success":
         raise RuntimeError(f"job {job['State']}: {job.get('ErrorDescription')} "
                            f"{job.get('ErrorDetails') or ''}".strip())
