@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -24,6 +25,44 @@ def cpu_seconds(pid: int | str = "self") -> float:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()   # fields[0] is field 3 (state)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def system_busy_seconds() -> float:
+    """CPU time used by every process of the machine (first line of ``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]                    # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS   # up to steal; guest is inside user
+
+
+def clocks(pids: dict[str, int]) -> dict[str, Callable[[], float]]:
+    """CPU clocks of the given processes, of this process (``bench``), of the machine."""
+    result: dict[str, Callable[[], float]] = {
+        role: functools.partial(cpu_seconds, pid) for role, pid in pids.items()}
+    result["bench"] = cpu_seconds
+    result["machine"] = system_busy_seconds
+    return result
+
+
+def other_cores(window: float = 1.0) -> float:
+    """Cores used by every process but this one, averaged over ``window`` seconds."""
+    machine, own, t = system_busy_seconds(), cpu_seconds(), time.perf_counter()
+    time.sleep(window)
+    used = system_busy_seconds() - machine - (cpu_seconds() - own)
+    return max(0.0, used / (time.perf_counter() - t))
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 0.25) -> tuple[float, float]:
+    """Wait until other processes use less than ``threshold`` cores, at most ``max_wait`` s.
+
+    Returns (seconds waited, cores used by others in the last window).
+    """
+    started = time.monotonic()
+    while True:
+        cores = other_cores()
+        waited = time.monotonic() - started
+        if cores < threshold or waited >= max_wait:
+            return waited, cores
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -61,9 +100,9 @@ class Sample:
 
 @dataclass
 class Sampler:
-    """Background sampling of wire bytes and CPU time of some processes."""
+    """Background sampling of wire bytes and of CPU clocks (see :func:`clocks`)."""
 
-    pids: dict[str, int | str]
+    clocks: dict[str, Callable[[], float]]
     wire: Callable[[], int | None]
     interval: float = 0.1
     samples: list[Sample] = field(default_factory=list)
@@ -75,13 +114,13 @@ class Sampler:
 
     def _take(self) -> Sample:
         wire = self.wire()
-        cpu = {role: cpu_seconds(pid) - self._cpu0[role] for role, pid in self.pids.items()}
+        cpu = {role: clock() - self._cpu0[role] for role, clock in self.clocks.items()}
         return Sample(time.perf_counter() - self._t0,
                       None if wire is None else wire - self._wire0, cpu)
 
     def start(self) -> float:
         """Take the first sample; returns its ``perf_counter`` time."""
-        self._cpu0 = {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+        self._cpu0 = {role: clock() for role, clock in self.clocks.items()}
         self._wire0 = self.wire() or 0
         self._t0 = time.perf_counter()
         self.samples = [self._take()]
@@ -144,7 +183,7 @@ def phases(samples: list[Sample], seconds: float, bandwidth: float) -> dict[str,
                                  for name, (a, b) in windows.items()}
     if bandwidth and end > start:
         result["link_busy_pct"] = round(100 * 0.96 * total * 8 / bandwidth / (end - start), 1)
-    for role in samples[0].cpu:
+    for role in ("src", "dst", "bench"):
         for name, (a, b) in windows.items():
             if b - a > 0.05:
                 used = _cpu_at(samples, role, b) - _cpu_at(samples, role, a)

@@ -47,6 +47,7 @@ class RunResult:
     cpu_src_s: float | None = None
     cpu_dst_s: float | None = None
     cpu_bench_s: float | None = None        # this process: the proxies, sampler, polling
+    cpu_other_s: float | None = None        # every other process of the machine
     cpu_src_s_per_gb: float | None = None
     cpu_dst_s_per_gb: float | None = None
     resets: int = 0
@@ -55,6 +56,8 @@ class RunResult:
     job: dict[str, Any] = field(default_factory=dict)
     runs_seconds: list[float] = field(default_factory=list)
     failed_runs: int = 0
+    quiet_wait_s: float | None = None       # waited for other processes before the run
+    other_cores_before: float | None = None
     log_tail: str | None = None
 
 
@@ -70,7 +73,7 @@ def _study_id(pair: Pair, study: Study) -> str:
     studies = {pair.source.get_json(f"/instances/{i}/study")["ID"] for i in (ids[0], ids[-1])}
     if len(studies) != 1:
         raise RuntimeError("the benchmark files do not form one study")
-    return studies.pop()
+    return str(studies.pop())
 
 
 def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> None:
@@ -84,7 +87,7 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
     metric0 = 0.0
     if method.payload_metric is not None:
         metric0 = servers[method.payload_metric[0]].metric(method.payload_metric[1])
-    sampler = measure.Sampler({**pids, "bench": "self"}, pair.wire_bytes)
+    sampler = measure.Sampler(measure.clocks(pids), pair.wire_bytes)
     sampler.start()
     try:
         started = method.start(pair, study_id)
@@ -105,6 +108,7 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
     result.mb_s = round(study.size / 1e6 / seconds, 2)
     result.cpu_src_s, result.cpu_dst_s = round(cpu["src"], 2), round(cpu["dst"], 2)
     result.cpu_bench_s = round(cpu["bench"], 2)
+    result.cpu_other_s = round(max(0.0, cpu["machine"] - cpu["src"] - cpu["dst"] - cpu["bench"]), 2)
     result.cpu_src_s_per_gb = round(cpu["src"] / gigabytes, 1)
     result.cpu_dst_s_per_gb = round(cpu["dst"] / gigabytes, 1)
     result.resets = pair.resets()
@@ -131,11 +135,15 @@ def _verify(pair: Pair) -> bool:
 
 
 def run_once(profile: LinkProfile, method: Method, study: Study, *,
-             transfers: dict[str, Any] | None = None,
-             gzip_level: int | None = None) -> RunResult:
+             transfers: dict[str, Any] | None = None, gzip_level: int | None = None,
+             max_quiet_wait: float = 0.0) -> RunResult:
+    """``max_quiet_wait``: first wait up to that long for other processes to calm down."""
     settings: dict[str, Any] = {"transfers": dict(transfers or {}),
                                 "gzip_level": gzip_level if gzip_level is not None else 6}
     result = RunResult(profile.name, method.name, study.size, len(study.files), settings)
+    if max_quiet_wait > 0:
+        waited, cores = measure.wait_until_quiet(max_quiet_wait)
+        result.quiet_wait_s, result.other_cores_before = round(waited, 1), round(cores, 2)
     pair: Pair | None = None
     try:
         pair = start_pair(profile, transfers=transfers, gzip_level=gzip_level)

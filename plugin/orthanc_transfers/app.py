@@ -8,6 +8,7 @@ on ``ORTHANC_STOPPED``, which ``/tools/reset`` also sends.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import uuid
 from typing import Any
@@ -65,7 +66,17 @@ class TransfersApp:
         self.services.staging_root.mkdir(parents=True, exist_ok=True)
         self.push_receiver.restore()
         self.engine.start()
+        self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
+
+    def _remove_orphan_staging(self) -> None:
+        """Staging of jobs that are no longer listed (left behind by a crash)."""
+        known = {job.id for job in self.engine.jobs()}
+        for kind in ("pull", "send"):
+            folder = self.services.staging_root / kind
+            for directory in folder.iterdir() if folder.is_dir() else ():
+                if directory.name not in known:
+                    shutil.rmtree(directory, ignore_errors=True)
 
     def stop(self) -> None:
         self.engine.stop()

@@ -88,15 +88,24 @@ class PeerClient:
 
     def send(self, method: str, uri: str, *, body: bytes | None = None,
              headers: Mapping[str, str] | None = None, timeout: float | None = None,
-             expect_ok: bool = True) -> PeerAnswer:
-        """One HTTP request; transport failures and (with ``expect_ok``) non-200 raise."""
+             expect_ok: bool = True, stop: Callable[[], None] | None = None) -> PeerAnswer:
+        """One HTTP request; transport failures and (with ``expect_ok``) non-200 raise.
+
+        With ``stop``, the body goes out and the answer comes in by pieces, and ``stop``
+        is called between pieces: a pause or cancel aborts a large bucket in flight
+        instead of waiting for it (the connection is then dropped, not pooled).
+        """
         all_headers = {"Accept-Encoding": "identity", **self.peer.http_headers, **(headers or {})}
+        data: bytes | _StoppableBody | None = body
+        if stop is not None and body:
+            data = _StoppableBody(body, stop)
         try:
             response = self._session.request(
-                method, self.url(uri), data=body, headers=all_headers,
+                method, self.url(uri), data=data, headers=all_headers,
                 auth=self.peer.auth, timeout=self._timeout(timeout),
-                verify=self._verify(), cert=self._cert(), allow_redirects=False)
-            content = response.content
+                verify=self._verify(), cert=self._cert(), allow_redirects=False,
+                stream=stop is not None)
+            content = response.content if stop is None else _read_stoppable(response, stop)
         except requests.RequestException as e:
             raise PeerUnreachable(f"Peer {self.peer.name} unreachable on {method} {uri}: "
                                   f"{type(e).__name__}: {e}", peer=self.peer.name, uri=uri) from e
@@ -132,6 +141,43 @@ class PeerClient:
         if self.peer.certificate_file and self.peer.certificate_key_file:
             return (self.peer.certificate_file, self.peer.certificate_key_file)
         return self.peer.certificate_file
+
+
+#: Pieces in which stoppable bodies are sent and answers read.
+PIECE = 256 * 1024
+
+
+class _StoppableBody:
+    """A request body that ``requests`` reads by pieces, checking ``stop`` before each."""
+
+    def __init__(self, data: bytes, stop: Callable[[], None]) -> None:
+        self._view = memoryview(data)
+        self._position = 0
+        self._stop = stop
+
+    def __len__(self) -> int:          # gives requests a Content-Length
+        return len(self._view) - self._position
+
+    def read(self, size: int = -1) -> bytes:
+        self._stop()
+        end = len(self._view)
+        if size >= 0:
+            end = min(end, self._position + max(size, PIECE))
+        piece = bytes(self._view[self._position:end])
+        self._position = end
+        return piece
+
+
+def _read_stoppable(response: requests.Response, stop: Callable[[], None]) -> bytes:
+    parts = []
+    try:
+        for piece in response.iter_content(PIECE):
+            stop()
+            parts.append(piece)
+    except BaseException:
+        response.close()
+        raise
+    return b"".join(parts)
 
 
 def probe_status(client: PeerClient, timeout: float) -> str:

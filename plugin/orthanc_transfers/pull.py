@@ -231,7 +231,7 @@ class PullWork:
             uri = bucket.pull_uri(compression)
 
             def attempt() -> tuple[int, bytes]:
-                answer = client.send("GET", uri)
+                answer = client.send("GET", uri, stop=context.check)
                 return len(answer.body), decode_payload(answer.body, compression, bucket.size)
 
             network, data = run_with_retries(attempt, policy, sleep=context.wait,

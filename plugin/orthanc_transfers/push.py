@@ -212,7 +212,7 @@ class PushWork:
             try:
                 run_with_retries(
                     lambda: client.send("PUT", f"{self._path}/{index}", body=payload,
-                                        headers=headers),
+                                        headers=headers, stop=context.check),
                     policy, sleep=context.wait, should_stop=context.check)
             except RetriesExhausted as e:
                 if not _is_corruption(e.last):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -115,6 +116,11 @@ def test_pause_resume_cancel_resubmit(make_cluster: Any, make_proxy: Any,
     assert b.post(f"/jobs/{job_id}/cancel").json() == {}
     cancelled = b.wait_job(job_id)
     assert cancelled["State"] == "Failure" and cancelled["ErrorCode"] == 37
+    # Workers stop within a second, buckets in flight included: the link goes quiet.
+    time.sleep(1.0)
+    quiet = link.counters.down
+    time.sleep(0.5)
+    assert link.counters.down == quiet
     assert b.get_json("/instances") == []               # nothing half-imported
     first_bytes = link.counters.down - before
     assert 0 < first_bytes < total
@@ -209,3 +215,20 @@ def test_priority_orders_pending_jobs(make_cluster: Any, study_files: list[bytes
         assert b.wait_job(job_id)["State"] == "Success"
     times = {j: b.get_json(f"/jobs/{j}")["CompletionTime"] for j in (low, high)}
     assert times[high] < times[low]
+
+
+def test_cancel_aborts_buckets_in_flight(make_cluster: Any, make_proxy: Any,
+                                         study_files: list[bytes]) -> None:
+    a, b = make_cluster(["a", "b"])
+    link = make_proxy(a, LinkProfile("narrow", delay=0.005, bandwidth=8e6))
+    b.request("PUT", "/peers/a", json={"Url": link.url}).raise_for_status()
+    multiframe = a.upload([max(study_files, key=len)])     # 3 slices of ~7 MB: 7 s each
+    job_id = pull(b, "a", resources("Instance", *multiframe), "none")
+    wait_for(lambda: link.counters.down > 1_000_000, 30, "a slice to be on its way")
+    assert b.get_json(f"/jobs/{job_id}")["Content"]["CompletedHttpQueries"] == 0
+    assert b.post(f"/jobs/{job_id}/cancel").json() == {}
+    time.sleep(1.0)
+    quiet = link.counters.down
+    time.sleep(1.0)
+    assert link.counters.down == quiet          # the slices in flight were dropped
+    assert b.wait_job(job_id)["State"] == "Failure"
