@@ -41,6 +41,8 @@ DEFAULT_JOBS_HISTORY_SIZE = 10
 DEFAULT_CONCURRENT_JOBS = 2
 #: *new*: refuse a declared instance larger than this, in MiB (push and pull).
 DEFAULT_MAX_INSTANCE_SIZE_MB = 4096
+#: *new*: zlib level of gzip buckets (1 fastest ... 9 smallest; the original uses 6).
+DEFAULT_GZIP_LEVEL = 1
 #: Orthanc's global ``HttpTimeout``, in seconds, used for every other peer call.
 DEFAULT_HTTP_TIMEOUT = 60
 
@@ -55,11 +57,12 @@ _UNSIGNED_OPTIONS = {
     "CommitThreadsCount": DEFAULT_COMMIT_THREADS_COUNT,
     "PushTransactionTimeout": DEFAULT_PUSH_TRANSACTION_TIMEOUT,
     "MaxInstanceSize": DEFAULT_MAX_INSTANCE_SIZE_MB,
+    "GzipLevel": DEFAULT_GZIP_LEVEL,
 }
 # The original refuses to start with these at 0 (reference §2.1); so do we, and
 # Threads too, since 0 threads would make every job hang.
 _POSITIVE_OPTIONS = {"Threads", "BucketSize", "CacheSize", "MaxPushTransactions",
-                     "CommitThreadsCount", "MaxInstanceSize"}
+                     "CommitThreadsCount", "MaxInstanceSize", "GzipLevel"}
 
 
 class ConfigurationError(ValueError):
@@ -80,6 +83,7 @@ class TransfersConfig:
     http_retry_backoff_max: float = DEFAULT_HTTP_RETRY_BACKOFF_MAX
     push_transaction_timeout: float = DEFAULT_PUSH_TRANSACTION_TIMEOUT
     max_instance_size: int = DEFAULT_MAX_INSTANCE_SIZE_MB * 1024 * 1024  # bytes
+    gzip_level: int = DEFAULT_GZIP_LEVEL
     staging_directory: str = ""
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     jobs_history_size: int = DEFAULT_JOBS_HISTORY_SIZE
@@ -101,6 +105,7 @@ class TransfersConfig:
             "HttpRetryBackoff": self.http_retry_backoff,
             "PushTransactionTimeout": self.push_transaction_timeout,
             "MaxInstanceSize": self.max_instance_size // (1024 * 1024),
+            "GzipLevel": self.gzip_level,
             "StagingDirectory": self.staging_directory,
             "HttpTimeout": self.http_timeout,
             "ConcurrentJobs": self.concurrent_jobs,
@@ -160,6 +165,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
                                        DEFAULT_HTTP_RETRY_BACKOFF_MAX),
         push_transaction_timeout=values["PushTransactionTimeout"],
         max_instance_size=values["MaxInstanceSize"] * 1024 * 1024,
+        gzip_level=min(9, values["GzipLevel"]),
         staging_directory=os.path.abspath(staging),
         # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
         http_timeout=http_timeout,

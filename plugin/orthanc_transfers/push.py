@@ -208,7 +208,8 @@ class PushWork:
         headers = {**self._headers, "Content-Type": "application/octet-stream"}
 
         def put(index: int) -> list[int]:
-            payload = encode_payload(self._bucket_bytes(plan.buckets[index]), plan.compression)
+            payload = encode_payload(self._bucket_bytes(plan.buckets[index]), plan.compression,
+                                     self._services.config.gzip_level)
             try:
                 run_with_retries(
                     lambda: client.send("PUT", f"{self._path}/{index}", body=payload,

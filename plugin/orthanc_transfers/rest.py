@@ -46,7 +46,7 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
     chunk = parse_chunk_request(request.groups[0], request.args)
     with app.chunk_slots:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
-        payload = encode_payload(data, chunk.compression)
+        payload = encode_payload(data, chunk.compression, app.config.gzip_level)
     app.metrics.add("chunks_served_bytes", len(payload))
     app.metrics.add("chunks_served_count")
     return Response(body=payload, content_type=chunk.compression.mime_type)

@@ -134,13 +134,16 @@ def section_of(driver: Chrome, item: WebElement) -> str:
     return text
 
 
-def job_info_shown(driver: Chrome, job_id: str, state: str = "") -> WebElement | None:
-    """The detail list once it shows ``job_id`` (filled on ``pagebeforeshow``) in ``state``."""
+def job_info_shown(driver: Chrome, job_id: str, *states: str) -> WebElement | None:
+    """The detail list once it shows ``job_id`` (filled on ``pagebeforeshow``) in one of
+    ``states`` (any state when none is given)."""
     info = visible(driver, "#job-info")
     if info is None:
         return None
     text = info.text
-    return info if f"ID: {job_id}" in text and f"State: {state}" in text else None
+    if f"ID: {job_id}" not in text:
+        return None
+    return info if not states or any(f"State: {s}" in text for s in states) else None
 
 
 def shown_buttons(driver: Chrome) -> list[str]:
@@ -235,9 +238,11 @@ def test_running_transfer_job_is_paused_and_resumed_from_orthanc_explorer(
             link.release()
 
             driver.find_element(By.CSS_SELECTOR, "#job-resume").click()
-            wait_until(driver, lambda d: job_info_shown(d, job_id, "Running")
-                       or job_info_shown(d, job_id, "Success"),
+            # Resumed jobs go Pending, then Running; the reloaded page shows either (or the end).
+            wait_until(driver,
+                       lambda d: job_info_shown(d, job_id, "Pending", "Running", "Success"),
                        "the detail page to show the resumed job")
+            assert "resume" not in shown_buttons(driver)
             log = browser_log(driver)
             assert not console_errors(log), f"JavaScript errors: {log}"
     finally:
