@@ -10,7 +10,7 @@ demo: setup
 	$(PYTHON) -m devkit.demo
 
 lint:
-	$(PYTHON) -m ruff check plugin devkit tests bench
+	$(PYTHON) -m ruff check plugin devkit tests bench examples
 	$(PYTHON) -m mypy
 
 unit:

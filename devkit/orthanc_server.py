@@ -70,7 +70,8 @@ class OrthancServer:
 
     def __init__(self, name: str, *, config: dict[str, Any] | None = None,
                  plugin: bool = True, dicomweb: bool = False,
-                 workdir: Path | None = None, http_port: int | None = None) -> None:
+                 workdir: Path | None = None, http_port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.http_port = http_port or free_port()
         self.dicom_port = free_port()
@@ -102,6 +103,7 @@ class OrthancServer:
                 self.config[key] = {**self.config[key], **value}
             else:
                 self.config[key] = value
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
@@ -118,7 +120,8 @@ class OrthancServer:
         log = open(self.log_path, "ab")   # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen([ORTHANC_BINARY, str(self.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT,
-                                        cwd=self.workdir, start_new_session=True)
+                                        cwd=self.workdir, start_new_session=True,
+                                        env=self.env)
         log.close()
         try:
             wait_for(self._ready, timeout, f"Orthanc {self.name} to answer /system")

@@ -11,13 +11,14 @@ import json
 import shutil
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 from .config import PeerConfig, parse_transfers_config
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
 from .hostapi import Host
-from .jobs import Work
+from .jobs import JobEvent, JobRecord, JobState, Work
 from .metrics import Metrics
 from .peers import PeerClient, SessionPool
 from .pull import PULL_JOB_TYPE, PullWork
@@ -45,6 +46,7 @@ class TransfersApp:
             JobStore(self.services.staging_root / "jobs"), self._make_work,
             concurrent_jobs=self.config.concurrent_jobs,
             history_size=self.config.jobs_history_size, log_error=host.log_error)
+        self.engine.listeners.append(self._count_jobs)
 
     @property
     def source(self) -> InstanceSource:
@@ -69,6 +71,16 @@ class TransfersApp:
         self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
 
+    def _count_jobs(self, job: JobRecord, event: JobEvent) -> None:
+        """Metrics of the jobs (a notification: never raises into the engine)."""
+        if event is JobEvent.SUCCEED:
+            self.metrics.add("jobs_succeeded_count")
+        elif event is JobEvent.FAIL:
+            self.metrics.add("jobs_failed_count")
+        states = [j.state for j in self.engine.jobs()]
+        self.metrics.set("jobs_running", states.count(JobState.RUNNING))
+        self.metrics.set("jobs_pending", states.count(JobState.PENDING))
+
     def _remove_orphan_staging(self) -> None:
         """Staging of jobs that are no longer listed (left behind by a crash)."""
         known = {job.id for job in self.engine.jobs()}
@@ -84,10 +96,14 @@ class TransfersApp:
         self.services.source.cache.clear()
 
 
+EXPLORER_JS = Path(__file__).with_name("explorer.js")
+
+
 def install(host: Host) -> TransfersApp:
     app = TransfersApp(host)
     host.log_warning("Transfers accelerator settings: " + json.dumps(app.config.describe()))
     register_routes(app)
+    host.extend_explorer(EXPLORER_JS.read_text())
     host.on_started(app.start)
     host.on_stopped(app.stop)
     return app

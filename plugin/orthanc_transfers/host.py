@@ -36,6 +36,9 @@ class OrthancHost:
         self._idle = threading.Condition()
         self._started: list[Callable[[], None]] = []
         self._stopped: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[Any, Any, Any], None]] = []
+        # The Python plugin accepts one on-change callback per Orthanc: scripts that add
+        # their own (e.g. forwarding stable studies) use add_change_listener().
         orthanc.RegisterOnChangeCallback(self._on_change)
 
     # -- the guard --------------------------------------------------------------------
@@ -119,7 +122,16 @@ class OrthancHost:
     def on_stopped(self, callback: Callable[[], None]) -> None:
         self._stopped.append(callback)
 
+    def add_change_listener(self, listener: Callable[[Any, Any, Any], None]) -> None:
+        """Also call ``listener(change_type, resource_type, resource_id)`` on every change."""
+        self._listeners.append(listener)
+
     def _on_change(self, change: Any, level: Any, resource: Any) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change, level, resource)
+            except Exception as e:   # a script's bug must not stop ours
+                orthanc.LogError(f"Transfers: change listener failed: {e!r}")
         if change == orthanc.ChangeType.ORTHANC_STARTED:
             with self._idle:
                 self._closed = False

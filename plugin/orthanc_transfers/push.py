@@ -221,6 +221,7 @@ class PushWork:
                 return []     # the receiver dropped a corrupted instance: next round resends
             stats.bucket_done(len(payload), plan.buckets[index].size)
             self._services.metrics.add("push_sent_bytes", len(payload))
+            self._services.publish_cache_metrics()
             context.changed()
             return []
 

@@ -161,6 +161,8 @@ class PushReceiver:
                 raise Conflict(f"Push transaction {tx_id} is already being committed")
             tx.committing = True
         started = time.monotonic()
+        self._services.metrics.add("push_total_time_spent_in_reception_ms",
+                                   (time.time() - tx.created) * 1000)
         try:
             missing = tx.area.pending_buckets()
             if missing:

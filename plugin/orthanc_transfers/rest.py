@@ -49,6 +49,7 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
         payload = encode_payload(data, chunk.compression, app.config.gzip_level)
     app.metrics.add("chunks_served_bytes", len(payload))
     app.metrics.add("chunks_served_count")
+    app.services.publish_cache_metrics()
     return Response(body=payload, content_type=chunk.compression.mime_type)
 
 

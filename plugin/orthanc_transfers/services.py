@@ -42,6 +42,12 @@ class Services:
                            backoff_factor=self.config.http_retry_backoff,
                            backoff_max=self.config.http_retry_backoff_max)
 
+    def publish_cache_metrics(self) -> None:
+        cache = self.source.cache
+        self.metrics.set("used_cache_size", cache.used)
+        self.metrics.set("cache_hit_count", cache.hits)
+        self.metrics.set("cache_miss_count", cache.misses)
+
     def stored_md5(self, instance_id: str) -> str | None:
         """MD5 of an instance this Orthanc already stores, or None."""
         try:
