@@ -249,3 +249,38 @@ def test_running_transfer_job_is_paused_and_resumed_from_orthanc_explorer(
         link.release()
     assert b.wait_job(job_id, timeout=60)["State"] == "Success"
     assert b.instance_md5s() == a.instance_md5s()
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+def test_transfers_button_sends_a_study_from_orthanc_explorer(
+        make_cluster: Any, study_files: list[bytes], mode: str) -> None:
+    """The "Transfers accelerator" button on a study page: choose a peer, land on the job
+    (the push job, or in pull mode the local job tracking the peer's pull)."""
+    a, b = make_cluster(["a", "b"], remote_self=(mode == "pull"))
+    a.request("PUT", "/peers/plain", json={"Url": "http://127.0.0.1:9/"})   # no plugin there
+    ids = a.upload(study_files[:6])
+    study = a.get_json(f"/instances/{ids[0]}/study")["ID"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as driver:
+        driver.get(f"{a.url}/app/explorer.html#study?uuid={study}")
+        button = wait_until(driver, lambda d: visible(d, "#study-transfers"),
+                            "the Transfers accelerator button")
+        assert button.text.strip() == "Transfers accelerator"
+        button.click()
+        target = wait_until(driver, lambda d: visible(d, '.transfers-peer[data-peer="b"]'),
+                            "peer b in the chooser")
+        disabled = visible(driver, '.transfers-peer[data-peer="plain"]')
+        assert disabled is not None and not disabled.is_enabled()   # greyed out: no plugin
+        driver.save_screenshot(str(ARTIFACTS / f"explorer-button-{mode}.png"))
+        target.click()
+        wait_until(driver, lambda d: "#job?uuid=" in d.current_url, "the job page")
+        job_id = driver.current_url.split("#job?uuid=")[1]
+        job = a.wait_job(job_id, timeout=60)
+        assert job["State"] == "Success", job
+        assert job["Type"] == ("PushTransfer" if mode == "push" else "PullTransferTracking")
+        driver.refresh()
+        wait_until(driver, lambda d: job_info_shown(d, job_id, "Success"), "the finished job")
+        driver.save_screenshot(str(ARTIFACTS / f"explorer-button-{mode}-job.png"))
+        log = browser_log(driver)
+        assert not console_errors(log), f"JavaScript errors: {log}"
+    assert b.instance_md5s() == a.instance_md5s()
