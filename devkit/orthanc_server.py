@@ -110,11 +110,15 @@ class OrthancServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.config.get("SslEnabled") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     # -- process ----------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> OrthancServer:
+        users = self.config.get("RegisteredUsers") or {}
+        if self.config.get("AuthenticationEnabled") and users and self.session.auth is None:
+            self.session.auth = next(iter(users.items()))     # the harness acts as a user
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
         log = open(self.log_path, "ab")   # noqa: SIM115 - owned by the child process

@@ -16,6 +16,7 @@ import contextlib
 import heapq
 import random
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,10 @@ class Counters:
 
 class WanProxy:
     def __init__(self, target_port: int, profile: LinkProfile | None = None, *,
-                 seed: int = 0, target_host: str = "127.0.0.1") -> None:
+                 seed: int = 0, target_host: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.target = (target_host, target_port)
+        self._tls = tls         # terminate TLS here, as a reverse proxy in front of Orthanc
         self.profile = profile or PROFILES["lan"]
         self.counters = Counters()
         self._random = random.Random(seed)
@@ -90,7 +93,7 @@ class WanProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/"
 
     def start(self) -> WanProxy:
         self._thread.start()
@@ -138,6 +141,10 @@ class WanProxy:
             except OSError:
                 return
             try:
+                if self._tls is not None:
+                    client.settimeout(10)
+                    client = self._tls.wrap_socket(client, server_side=True)
+                    client.settimeout(None)
                 server = socket.create_connection(self.target, timeout=10)
             except OSError:
                 client.close()

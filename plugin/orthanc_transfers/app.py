@@ -26,7 +26,7 @@ from .push import PUSH_JOB_TYPE, PushWork
 from .push_receiver import PushReceiver
 from .rest import register_routes
 from .services import Services
-from .source import InstanceSource
+from .source import Announcements, InstanceSource
 from .tracking import TRACKING_JOB_TYPE, TrackingWork
 
 
@@ -42,6 +42,7 @@ class TransfersApp:
             source=InstanceSource(host, self.config.cache_size), metrics=self.metrics)
         self.chunk_slots = threading.BoundedSemaphore(self.config.threads)
         self.push_receiver = PushReceiver(self.services)
+        self.announcements = Announcements(self.config.push_transaction_timeout)
         self.engine = JobEngine(
             JobStore(self.services.staging_root / "jobs"), self._make_work,
             concurrent_jobs=self.config.concurrent_jobs,

@@ -88,6 +88,7 @@ class TransfersConfig:
     http_timeout: float = DEFAULT_HTTP_TIMEOUT
     jobs_history_size: int = DEFAULT_JOBS_HISTORY_SIZE
     concurrent_jobs: int = DEFAULT_CONCURRENT_JOBS
+    restrict_chunks_to_transfers: bool = False
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
 
@@ -108,6 +109,7 @@ class TransfersConfig:
             "GzipLevel": self.gzip_level,
             "StagingDirectory": self.staging_directory,
             "HttpTimeout": self.http_timeout,
+            "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
             "ConcurrentJobs": self.concurrent_jobs,
             "JobsHistorySize": self.jobs_history_size,
         }
@@ -150,6 +152,9 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         staging = os.path.join(str(storage), "transfers-staging")
     if not isinstance(staging, str) or not staging:
         raise ConfigurationError("Transfers.StagingDirectory must be a non-empty string")
+    restrict = section.get("RestrictChunksToTransfers", False)
+    if not isinstance(restrict, bool):
+        raise ConfigurationError("Transfers.RestrictChunksToTransfers must be true or false")
     http_timeout = _global_number(configuration, "HttpTimeout", DEFAULT_HTTP_TIMEOUT)
     return TransfersConfig(
         threads=values["Threads"],
@@ -167,6 +172,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         max_instance_size=values["MaxInstanceSize"] * 1024 * 1024,
         gzip_level=min(9, values["GzipLevel"]),
         staging_directory=os.path.abspath(staging),
+        restrict_chunks_to_transfers=restrict,
         # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
         http_timeout=http_timeout,
         jobs_history_size=int(_global_number(configuration, "JobsHistorySize",

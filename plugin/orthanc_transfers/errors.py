@@ -4,6 +4,7 @@ The tree::
 
     TransfersError                  500, root: carries an HTTP status and a JSON body
     ├── BadRequest                  400, the caller sent something malformed
+    ├── Forbidden                   403, refused by a security option
     ├── UnknownResource             404, no such peer, resource, job or transaction
     ├── Conflict                    409, the request is valid but not now
     │   └── InvalidTransition       409, a job action that its state does not allow
@@ -43,6 +44,7 @@ ORTHANC_CANCELED_JOB = 37
 _HTTP_REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -86,6 +88,11 @@ class TransfersError(Exception):
 class BadRequest(TransfersError):
     http_status = 400
     orthanc_code = ORTHANC_BAD_REQUEST
+
+
+class Forbidden(TransfersError):
+    http_status = 403
+    orthanc_code = 29          # Unauthorized
 
 
 class UnknownResource(TransfersError):

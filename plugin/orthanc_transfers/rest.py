@@ -39,11 +39,14 @@ def post_lookup(app: TransfersApp, request: Request) -> Response:
                          "{\"Level\", \"ID\"} objects")
     resources = parse_resources(body, "body")
     instances = app.source.describe_all(app.source.expand(resources))
+    app.announcements.announce(info.id for info in instances)
     return Response.json(lookup_answer(instances, app.originator), pretty=False)
 
 
 def get_chunks(app: TransfersApp, request: Request) -> Response:
     chunk = parse_chunk_request(request.groups[0], request.args)
+    if app.config.restrict_chunks_to_transfers:
+        app.announcements.check(chunk.instance_ids)
     with app.chunk_slots:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
         payload = encode_payload(data, chunk.compression, app.config.gzip_level)

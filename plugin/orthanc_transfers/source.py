@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from .errors import TransfersError, UnknownResource
+from .errors import Forbidden, TransfersError, UnknownResource
 from .hostapi import Host
 from .protocol import InstanceInfo, ResourceRef, slice_concatenation, sort_instances
 
@@ -116,6 +117,35 @@ class InstanceSource:
     @property
     def cache(self) -> FileCache:
         return self._cache
+
+
+class Announcements:
+    """Instances announced by a lookup, which alone may be read through the chunks route
+    when ``RestrictChunksToTransfers`` is on. An announcement lasts ``ttl`` seconds after
+    its last use, so a long transfer keeps its instances readable."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def announce(self, instance_ids: Iterable[str]) -> None:
+        deadline = time.monotonic() + self._ttl
+        with self._lock:
+            for instance_id in instance_ids:
+                self._expiry[instance_id] = deadline
+            if len(self._expiry) > 100_000:
+                now = time.monotonic()
+                self._expiry = {k: v for k, v in self._expiry.items() if v > now}
+
+    def check(self, instance_ids: Iterable[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for instance_id in instance_ids:
+                if self._expiry.get(instance_id, 0.0) < now:
+                    raise Forbidden(f"Instance {instance_id} was not announced by a lookup of "
+                                    "an ongoing transfer (Transfers.RestrictChunksToTransfers)")
+                self._expiry[instance_id] = now + self._ttl
 
 
 class FileCache:
