@@ -1,13 +1,8 @@
 """``orthanc-transfers``: the command-line client of the transfers accelerator.
 
 A plain REST client (``requests`` and the standard library; it never imports
-``orthanc``) that runs on any machine able to reach an Orthanc with the plugin::
-
-    orthanc-transfers --url https://pacs:8042 --user alice peers
-    orthanc-transfers send --peer remote --wait <study id>
-    orthanc-transfers jobs
-    orthanc-transfers watch <job id>
-
+``orthanc``) for any machine that reaches an Orthanc with the plugin, e.g.
+``orthanc-transfers --url https://pacs:8042 send --peer remote --wait <study id>``.
 Exit codes: 0 success, 1 the watched job failed, 2 usage, connection or HTTP error
 (one line on stderr, with the ``Message`` of Orthanc's JSON error when there is one).
 """
@@ -31,9 +26,8 @@ import requests
 TRANSFER_TYPES = ("PullTransfer", "PushTransfer", "PullTransferTracking")
 LEVELS = ("Patient", "Study", "Series", "Instance")
 ACTIONS = ("pause", "resume", "cancel", "resubmit")
-FINAL_STATES = ("Success", "Failure")
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
-#: Seconds between two plain progress lines when the output is not a terminal.
+#: Seconds between two plain progress lines when the display is not a terminal.
 LINE_EVERY = 5.0
 
 
@@ -43,19 +37,25 @@ class CliError(Exception):
 
 def http_error_message(method: str, path: str, response: requests.Response) -> str:
     """One line for a failed request, with Orthanc's JSON ``Message`` when present."""
-    line = f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-    line += f" on {method} {path}"
+    line = f"HTTP {response.status_code} {response.reason or ''}".rstrip() + f" on {method} {path}"
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("Message"):
-        line += f": {body['Message']}"
-        if body.get("Details"):
-            line += f" ({body['Details']})"
+        details = body.get("Details")
+        details = f" ({details})" if details and details != body["Message"] else ""
+        line += f": {body['Message']}{details}"
     if response.status_code == 401:
-        line += ": unauthorized, check --user/--password (or ORTHANC_USER/ORTHANC_PASSWORD)"
+        line += ": check --user/--password (or ORTHANC_USER/ORTHANC_PASSWORD)"
     return line
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Connection refused`` rather than urllib3's nested representation."""
+    found = re.search(r"\[(?:Errno -?\d+|SSL: \w+)\] ([^'\"]+?)(?: \(_ssl\.c:\d+\))?['\")]",
+                      str(error))
+    return found.group(1) if found else str(error)
 
 
 class Client:
@@ -65,19 +65,20 @@ class Client:
                  verify: bool | str = True, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.verify = verify     # per request: REQUESTS_CA_BUNDLE would override session.verify
         self.session = requests.Session()
         self.session.auth = auth
-        self.session.verify = verify
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = self.session.request(method, self.url + path, json=body,
-                                            timeout=self.timeout)
+                                            timeout=self.timeout, verify=self.verify)
         except requests.exceptions.SSLError as e:
-            raise CliError(f"TLS error with {self.url} (see --ca-cert, --insecure): {e}") from e
+            raise CliError(f"TLS error with {self.url}: {_root_cause(e)} "
+                           "(see --ca-cert, --insecure)") from e
         except requests.Timeout as e:
-            raise CliError(f"no answer from {self.url} within {self.timeout} s "
-                           f"({method} {path}); see --timeout") from e
+            raise CliError(f"no answer from {self.url} within {self.timeout:g} s "
+                           "(see --timeout)") from e
         except requests.ConnectionError as e:
             raise CliError(f"cannot connect to {self.url}: {_root_cause(e)}") from e
         except requests.RequestException as e:
@@ -89,17 +90,14 @@ class Client:
         try:
             return response.json()
         except ValueError as e:
-            raise CliError(f"{method} {path} did not answer JSON (is {self.url} an Orthanc "
-                           "with the transfers plugin?)") from e
+            raise CliError(f"{method} {path} did not answer JSON: is {self.url} an Orthanc?") from e
 
     def peers(self) -> Any:
         return self.request("GET", "/transfers/peers")
 
-    def send(self, body: dict[str, Any]) -> Any:
-        return self.request("POST", "/transfers/send", body)
-
-    def pull(self, body: dict[str, Any]) -> Any:
-        return self.request("POST", "/transfers/pull", body)
+    def transfer(self, kind: str, body: dict[str, Any]) -> Any:
+        """``POST /transfers/send`` or ``/transfers/pull``."""
+        return self.request("POST", f"/transfers/{kind}", body)
 
     def jobs(self) -> list[dict[str, Any]]:
         jobs = self.request("GET", "/jobs?expand")
@@ -115,14 +113,7 @@ class Client:
         return self.request("POST", f"/jobs/{quote(job_id, safe='')}/{action}", {})
 
 
-def _root_cause(error: BaseException) -> str:
-    """``Connection refused`` rather than urllib3's nested representations."""
-    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
-    return found.group(1) if found else str(error)
-
-
-# -- rendering --------------------------------------------------------------------------
-
+# -- rendering ----------------------------------------------------------------------------
 
 def job_content(job: dict[str, Any]) -> dict[str, Any]:
     """``Content``, completed with the remote job's for ``PullTransferTracking``."""
@@ -139,26 +130,24 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def format_speed(kbs: float) -> str:
-    return f"{kbs / 1024:.1f} MB/s" if kbs >= 1024 else f"{kbs:.0f} KB/s"
-
-
 def render_progress(job: dict[str, Any], width: int = 30) -> str:
-    """``[#####-----]  50% Running Transfer 10/20 MB 2.5 MB/s``."""
+    """``[#####-----]  50% Running Transfer 20 MB, 8 MB on the wire, 2.5 MB/s`` (gzip:
+    fewer bytes cross the network than the total)."""
     percent = max(0, min(100, int(_number(job.get("Progress")) or 0)))
     filled = width * percent // 100
     parts = [f"[{'#' * filled}{'-' * (width - filled)}] {percent:3d}%", str(job.get("State"))]
     content = job_content(job)
     if content.get("Phase"):
         parts.append(str(content["Phase"]))
-    done = _number(content.get("DownloadedSizeMB", content.get("UploadedSizeMB")))
     total = _number(content.get("TotalSizeMB"))
-    if done is not None:
-        parts.append(f"{done:g}/{total:g} MB" if total is not None else f"{done:g} MB")
+    done = _number(content.get("DownloadedSizeMB", content.get("UploadedSizeMB")))
     speed = _number(content.get("NetworkSpeedKBs"))
-    if speed is not None:
-        parts.append(format_speed(speed))
-    return " ".join(parts)
+    figures = [f"{total:g} MB" if total is not None else "",
+               f"{done:g} MB on the wire" if done is not None else "",
+               "" if speed is None else
+               f"{speed / 1024:.1f} MB/s" if speed >= 1024 else f"{speed:.0f} KB/s"]
+    figures = [figure for figure in figures if figure]
+    return " ".join([*parts, ", ".join(figures)] if figures else parts)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -187,33 +176,33 @@ def failure_lines(job: dict[str, Any]) -> list[str]:
     return lines
 
 
-# -- watching ---------------------------------------------------------------------------
-
+# -- watching -----------------------------------------------------------------------------
 
 def watch(client: Client, job_id: str, display: TextIO, *, interval: float = 0.5,
           line_every: float = LINE_EVERY, tty: bool | None = None,
           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Poll the job until Success or Failure, drawing progress on ``display``."""
+    """Poll the job until Success or Failure: a bar redrawn in place on a terminal,
+    otherwise a line when something changed, at most every ``line_every`` s, and the last."""
     tty = display.isatty() if tty is None else tty
-    printed, last_time, width = "", float("-inf"), 0
+    printed, printed_at, width = "", float("-inf"), 0
     while True:
         job = client.job(job_id)
-        line = render_progress(job)
-        final = job.get("State") in FINAL_STATES
+        line, final = render_progress(job), job.get("State") in ("Success", "Failure")
         if tty:
             display.write("\r" + line.ljust(width) + ("\n" if final else ""))
             width = len(line)
-            display.flush()
-        elif line != printed and (final or time.monotonic() - last_time >= line_every):
+        elif line != printed and (final or time.monotonic() - printed_at >= line_every):
             display.write(f"{job_id} {line}\n")
-            display.flush()
-            printed, last_time = line, time.monotonic()
+            printed, printed_at = line, time.monotonic()
+        display.flush()
         if final:
             return job
         sleep(interval)
 
 
-def finish(job: dict[str, Any], args: argparse.Namespace) -> int:
+def watch_and_finish(client: Client, job_id: str, args: argparse.Namespace) -> int:
+    """Watch; with ``--json`` the progress goes to stderr and stdout gets the final job."""
+    job = watch(client, job_id, sys.stderr if args.json else sys.stdout, interval=args.interval)
     if args.json:
         print(json.dumps(job, indent=2))
     if job.get("State") == "Success":
@@ -223,13 +212,7 @@ def finish(job: dict[str, Any], args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED
 
 
-def watch_and_finish(client: Client, job_id: str, args: argparse.Namespace) -> int:
-    display = sys.stderr if args.json else sys.stdout
-    return finish(watch(client, job_id, display, interval=args.interval), args)
-
-
-# -- commands ---------------------------------------------------------------------------
-
+# -- commands -----------------------------------------------------------------------------
 
 def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     peers = client.peers()
@@ -252,46 +235,43 @@ def transfer_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def tracking_job(client: Client, remote_job: str) -> str | None:
     """The local ``PullTransferTracking`` job that mirrors ``remote_job``."""
-    for job in client.jobs():
-        if job.get("Type") == "PullTransferTracking" \
-                and job_content(job).get("RemoteJob") == remote_job:
-            return str(job["ID"])
-    return None
+    return next((str(job["ID"]) for job in client.jobs()
+                 if job.get("Type") == "PullTransferTracking"
+                 and job_content(job).get("RemoteJob") == remote_job), None)
 
 
 def cmd_transfer(client: Client, args: argparse.Namespace) -> int:
-    answer = (client.send if args.command == "send" else client.pull)(transfer_body(args))
+    answer = client.transfer(args.command, transfer_body(args))
     if not isinstance(answer, dict):
         raise CliError(f"unexpected answer to /transfers/{args.command}: {answer!r}")
     if "RemoteJob" in answer:                 # pull-mode send: the peer pulls from us
-        job_id = tracking_job(client, str(answer["RemoteJob"])) if args.wait else None
-        if args.wait and job_id is None:
-            raise CliError(f"no local tracking job for remote job {answer['RemoteJob']}; its "
-                           f"URL {answer.get('URL')} is on peer {answer.get('Peer')}, which "
-                           "needs that peer's credentials: run 'orthanc-transfers --url <peer> "
-                           f"watch {answer['RemoteJob']}'")
-        message = (f"peer {answer.get('Peer')} pulls: remote job {answer['RemoteJob']} "
-                   f"({answer.get('URL')})" + (f", tracked by job {job_id}" if job_id else ""))
+        remote = str(answer["RemoteJob"])
+        job_id = tracking_job(client, remote)
+        message = f"peer {answer.get('Peer')} pulls: remote job {remote} ({answer.get('URL')})"
+        if job_id is None and args.wait:
+            raise CliError(f"{message}: no local tracking job to watch, and the remote URL "
+                           f"needs the credentials of peer {answer.get('Peer')}: run "
+                           f"'orthanc-transfers --url <peer url> watch {remote}'")
+        message += f", tracked here by job {job_id}" if job_id else ""
     else:
         job_id = str(answer.get("ID"))
         message = f"job {job_id} ({client.url}{answer.get('Path', '/jobs/' + job_id)})"
-    if not args.wait or job_id is None:
-        print(json.dumps(answer, indent=2) if args.json else message)
-        return EXIT_OK
-    if not args.json:
+    if args.json and not args.wait:
+        print(json.dumps(answer, indent=2))
+    elif not args.json:
         print(message)
-    return watch_and_finish(client, job_id, args)
+    return watch_and_finish(client, job_id, args) if args.wait and job_id else EXIT_OK
 
 
 def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
-    jobs = [j for j in client.jobs() if args.all or j.get("Type") in TRANSFER_TYPES]
+    jobs = [job for job in client.jobs() if args.all or job.get("Type") in TRANSFER_TYPES]
     if args.json:
         print(json.dumps(jobs, indent=2))
     elif jobs:
         print(render_table(["ID", "TYPE", "STATE", "PROGRESS", "PEER", "TOTAL_MB"],
                            [job_row(job) for job in jobs]))
     else:
-        print("no transfer jobs" if not args.all else "no jobs")
+        print("no jobs" if args.all else "no transfer jobs")
     return EXIT_OK
 
 
@@ -301,41 +281,32 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_action(client: Client, args: argparse.Namespace) -> int:
     client.action(args.job, args.command)
-    result = {"ID": args.job, "Action": args.command}
-    print(json.dumps(result) if args.json else f"job {args.job}: {args.command} accepted")
+    print(json.dumps({"ID": args.job, "Action": args.command}) if args.json
+          else f"job {args.job}: {args.command} accepted")
     return EXIT_OK
 
 
-# -- arguments --------------------------------------------------------------------------
-
+# -- arguments ----------------------------------------------------------------------------
 
 def add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
-    """The global options, accepted before and after the command.
+    """Accepted before and after the command; after it (``defaults=False``) they default
+    to ``SUPPRESS``, so they do not overwrite what was given before the command."""
+    group, env = parser.add_argument_group("global options"), os.environ.get
 
-    After it (``defaults=False``) they default to ``SUPPRESS`` so that they do not
-    overwrite what was given before the command.
-    """
-    env = os.environ.get
+    def add(name: str, default: Any, help_: str, **kwargs: Any) -> None:
+        group.add_argument(name, default=default if defaults else argparse.SUPPRESS,
+                           help=help_, **kwargs)
 
-    def default(value: Any) -> Any:
-        return value if defaults else argparse.SUPPRESS
-
-    parser.add_argument("--url", default=default(env("ORTHANC_URL", "http://localhost:8042")),
-                        help="Orthanc URL (env ORTHANC_URL; default http://localhost:8042)")
-    parser.add_argument("--user", default=default(env("ORTHANC_USER")),
-                        help="HTTP user (env ORTHANC_USER)")
-    parser.add_argument("--password", default=default(env("ORTHANC_PASSWORD")),
-                        help="HTTP password (env ORTHANC_PASSWORD; prompted if missing)")
-    parser.add_argument("--insecure", action="store_true", default=default(False),
-                        help="do not verify the server's TLS certificate")
-    parser.add_argument("--ca-cert", metavar="PATH", default=default(None),
-                        help="CA bundle that verifies the server's TLS certificate")
-    parser.add_argument("--timeout", type=float, default=default(60.0),
-                        help="seconds per HTTP request (default 60)")
-    parser.add_argument("--json", action="store_true", default=default(False),
-                        help="machine-readable JSON on stdout, nothing else there")
-    parser.add_argument("--interval", type=float, default=default(0.5), metavar="SECONDS",
-                        help="poll interval of --wait and watch (default 0.5)")
+    add("--url", env("ORTHANC_URL", "http://localhost:8042"),
+        "Orthanc's URL (env ORTHANC_URL, or http://localhost:8042)")
+    add("--user", env("ORTHANC_USER"), "HTTP user (env ORTHANC_USER)")
+    add("--password", env("ORTHANC_PASSWORD"), "env ORTHANC_PASSWORD; asked if missing")
+    add("--insecure", False, "do not verify the server's TLS certificate", action="store_true")
+    add("--ca-cert", None, "CA bundle that verifies the server's certificate", metavar="PATH")
+    add("--timeout", 60.0, "seconds per HTTP request (default 60)", type=float)
+    add("--json", False, "machine-readable JSON on stdout, nothing else", action="store_true")
+    add("--interval", 0.5, "seconds between polls of --wait and watch (default 0.5)",
+        type=float, metavar="SECONDS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("pull", "pull resources from a peer into this server")):
         sub = command(name, cmd_transfer, what)
         sub.add_argument("--peer", required=True, help="peer name (OrthancPeers)")
-        sub.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+        sub.add_argument("--compression", choices=("gzip", "none"), default="gzip",
+                         help="default gzip")
         sub.add_argument("--priority", type=int, help="job priority (integer)")
         sub.add_argument("--level", choices=LEVELS, default="Study",
                          help="level of the IDs (default Study)")
@@ -373,7 +345,7 @@ def make_client(args: argparse.Namespace) -> Client:
     auth = None
     if args.user:
         password = args.password
-        if password is None:
+        if password is None:        # asked on a terminal, as curl does
             password = getpass.getpass(f"Password for {args.user}: ") if sys.stdin.isatty() else ""
         auth = (args.user, password)
     verify: bool | str = True
@@ -401,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (the job, if any, goes on on the server)", file=sys.stderr)
         return 130
+    except Exception as e:                    # a bug or a very odd answer: still one line
+        print(f"orthanc-transfers: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

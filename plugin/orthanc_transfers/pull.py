@@ -10,6 +10,7 @@ buckets again); the import starts only when everything is verified.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from .errors import (
     PeerError,
     PeerProtocolError,
     RetriesExhausted,
+    StagingError,
     TransfersError,
 )
 from .jobs import RunContext
@@ -207,6 +209,7 @@ class PullWork:
             buckets = plan_buckets(todo, self._services.config.bucket_size,
                                    compression=self.query.compression, base_url=client.peer.url)
         stats.skipped_instances = len(remote) - len(todo)
+        self._check_space(todo)
         area = DownloadArea(self.directory, todo, buckets)
         stats.total_buckets = len(buckets)
         stats.reused_buckets = len(buckets) - len(area.pending_buckets())
@@ -214,6 +217,18 @@ class PullWork:
             - sum(i.size for i in todo)
         context.changed()
         return area
+
+    def _check_space(self, todo: list[InstanceInfo]) -> None:
+        """Fail at once, and clearly, when the staging disk cannot hold the transfer."""
+        root = self._services.staging_root
+        root.mkdir(parents=True, exist_ok=True)
+        staged = sum(f.stat().st_blocks * 512 for f in self.directory.glob("*.dcm")) \
+            if self.directory.is_dir() else 0
+        needed = sum(info.size for info in todo) - staged
+        free = shutil.disk_usage(root).free
+        if needed > free:
+            raise StagingError(f"Not enough space in the staging directory {root}: "
+                               f"{needed} bytes needed, {free} free")
 
     def _download(self, client: PeerClient, area: DownloadArea, context: RunContext) -> None:
         stats = self.stats
