@@ -87,6 +87,7 @@ class WanProxy:
         self._flowing = threading.Event()
         self._flowing.set()
         self._corruptions: dict[str, int] = {}     # direction -> bytes before the flip
+        self._forced_resets: list[int] = []       # byte offsets for the next connections
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="wan-proxy", daemon=True)
@@ -123,14 +124,17 @@ class WanProxy:
         with self._lock:
             self._corruptions[direction] = after_bytes
 
+    def reset_next(self, connections: int, after_bytes: int) -> None:
+        """Reset each of the next ``connections`` new connections after ``after_bytes``."""
+        with self._lock:
+            self._forced_resets.extend([after_bytes] * connections)
+
     def reset_all(self) -> None:
         """Reset every open connection now."""
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-                sock.close()
+            self._abort(sock)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -157,6 +161,9 @@ class WanProxy:
             reset_after = None
             if self.profile.reset_rate and self._random.random() < self.profile.reset_rate:
                 reset_after = self._random.randint(1, 2 * 1024 * 1024)
+            with self._lock:
+                if self._forced_resets:
+                    reset_after = self._forced_resets.pop(0)
             with self._lock:
                 self._sockets.update((client, server))
             pumps_left = [2]
@@ -243,13 +250,24 @@ class WanProxy:
         flipped[remaining] ^= 0xFF
         return bytes(flipped)
 
+    @staticmethod
+    def _abort(sock: socket.socket) -> None:
+        """Reset a connection, waking up the threads blocked on it (close alone does not)."""
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
     def _reset(self, a: socket.socket, b: socket.socket, linger: bool = True) -> None:
         """Close both ends; with ``linger`` the peers see a TCP reset."""
         for sock in (a, b):
-            with contextlib.suppress(OSError):
-                if linger:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-                sock.close()
+            if linger:
+                self._abort(sock)
+            else:
+                with contextlib.suppress(OSError):
+                    sock.close()
         with self._lock:
             self._sockets.discard(a)
             self._sockets.discard(b)

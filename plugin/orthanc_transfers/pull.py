@@ -62,6 +62,7 @@ class TransferStats:
         self.payload_bytes = 0            # bytes of the buckets done in this run
         self.done_bytes = 0               # bytes of every bucket done, this run or before
         self.completed_queries = 0
+        self.retried_queries = 0          # failed attempts that were tried again
         self.total_buckets = 0
         self.reused_buckets = 0           # held from an earlier attempt: not sent again
         self.imported = 0
@@ -77,6 +78,10 @@ class TransferStats:
             self.done_bytes += payload
             self.completed_queries += 1
             self.last_query = time.monotonic()
+
+    def retried(self, _: BaseException) -> None:
+        with self.lock:
+            self.retried_queries += 1
 
     def speed_kbs(self) -> int:
         """Network KiB/s since the transfer phase started (reference §7)."""
@@ -128,6 +133,7 @@ class PullWork:
             "TotalSizeMB": round_mb(stats.total_size),
             "DownloadedSizeMB": round_mb(stats.network_bytes),
             "CompletedHttpQueries": stats.completed_queries,
+            "RetriedHttpQueries": stats.retried_queries,
             "TotalBuckets": stats.total_buckets,
             "ReusedBuckets": stats.reused_buckets,
             "SkippedInstances": stats.skipped_instances,
@@ -250,7 +256,8 @@ class PullWork:
                 return len(answer.body), decode_payload(answer.body, compression, bucket.size)
 
             network, data = run_with_retries(attempt, policy, sleep=context.wait,
-                                             should_stop=context.check)
+                                             should_stop=context.check,
+                                             on_retry=stats.retried)
             completed = area.write_bucket(index, data)
             stats.bucket_done(network, len(data))
             metrics.add("pull_received_bytes", network)

@@ -73,6 +73,7 @@ class PushWork:
             "TotalSizeMB": round_mb(stats.total_size),
             "UploadedSizeMB": round_mb(stats.network_bytes),
             "CompletedHttpQueries": stats.completed_queries,
+            "RetriedHttpQueries": stats.retried_queries,
             "TotalBuckets": stats.total_buckets,
             "ReusedBuckets": stats.reused_buckets,
             "Phase": stats.phase,
@@ -214,7 +215,8 @@ class PushWork:
                 run_with_retries(
                     lambda: client.send("PUT", f"{self._path}/{index}", body=payload,
                                         headers=headers, stop=context.check),
-                    policy, sleep=context.wait, should_stop=context.check)
+                    policy, sleep=context.wait, should_stop=context.check,
+                    on_retry=stats.retried)
             except RetriesExhausted as e:
                 if not _is_corruption(e.last):
                     raise

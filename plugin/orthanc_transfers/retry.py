@@ -61,10 +61,12 @@ class RetryPolicy:
 
 def run_with_retries(action: Callable[[], T], policy: RetryPolicy, *,
                      sleep: Callable[[float], object] = time.sleep,
-                     should_stop: Callable[[], None] = lambda: None) -> T:
+                     should_stop: Callable[[], None] = lambda: None,
+                     on_retry: Callable[[BaseException], None] = lambda _: None) -> T:
     """Call ``action`` until it succeeds or ``policy`` is exhausted.
 
-    ``should_stop`` is called before every attempt and may raise (pause, cancel).
+    ``should_stop`` is called before every attempt and may raise (pause, cancel);
+    ``on_retry`` is told of every failed attempt that will be retried.
     """
     while True:
         should_stop()
@@ -74,4 +76,5 @@ def run_with_retries(action: Callable[[], T], policy: RetryPolicy, *,
             raise
         except TransfersError as error:
             policy = policy.increment(error)
+            on_retry(error)
             sleep(policy.backoff())

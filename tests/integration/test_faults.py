@@ -52,11 +52,13 @@ def test_connection_resets_are_retried(make_cluster: Any, make_proxy: Any,
         a.request("PUT", "/peers/b", json={"Url": link.url}).raise_for_status()
     ids = a.upload(study_files)
     owner = b if mode == "pull" else a
+    link.reset_next(2, after_bytes=300_000)     # on top of the 5 % of connections reset
     job_id = start_pull(b, ids) if mode == "pull" else start_push(a, ids)
     wait_for(lambda: completed(owner, job_id) >= 2, 30, "buckets to move")
-    link.reset_all()                            # on top of the 5 % of connections reset
+    link.reset_all()
     job = owner.wait_job(job_id, timeout=120)
     assert job["State"] == "Success", job
+    assert job["Content"]["RetriedHttpQueries"] >= 1       # the resets did hit requests
     assert b.instance_md5s() == a.instance_md5s()
 
 
@@ -77,6 +79,7 @@ def test_a_stalled_link_times_out_and_is_retried(make_cluster: Any, make_proxy: 
         release.cancel()
         link.release()
     assert job["State"] == "Success", job
+    assert job["Content"]["RetriedHttpQueries"] >= 1       # timed out, then tried again
     assert b.instance_md5s() == a.instance_md5s()
 
 
