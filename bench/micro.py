@@ -78,7 +78,8 @@ def measure_transfers(a: OrthancServer, b: OrthancServer) -> dict[str, Any]:
         else:
             job = a.wait_job(a.post("/transfers/send", json={**body, "Peer": "b"}).json()["ID"])
         seconds = time.perf_counter() - started
-        assert job["State"] == "Success" and b.instance_md5s() == a.instance_md5s()
+        assert job["State"] == "Success", job
+        assert b.instance_md5s() == a.instance_md5s(), mode
         results[f"{mode}_{compression}"] = {"seconds": round(seconds, 2),
                                             "mb_per_s": round(size_mb / seconds, 1)}
     results["receiver_peak_rss_mb"] = round(peak_rss_mb(b), 1)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .encoding import Encoding
 from .errors import BadRequest
 from .protocol import (
     Compression,
@@ -50,13 +51,17 @@ class Bucket:
     def instance_ids(self) -> tuple[str, ...]:
         return tuple(chunk.instance_id for chunk in self.chunks)
 
-    def pull_uri(self, compression: Compression) -> str:
-        """``/transfers/chunks/<id1>.<id2>...?offset=&size=&compression=`` (§4.4)."""
+    def pull_uri(self, compression: Compression | Encoding, level: int | None = None) -> str:
+        """``/transfers/chunks/<id1>.<id2>...?offset=&size=&compression=`` (§4.4).
+
+        ``level`` (an extension, for receivers of ours) is appended when given.
+        """
         if not self.chunks:
             raise ValueError("an empty bucket has no pull URI")
         ids = ".".join(self.instance_ids)
-        return (f"/transfers/chunks/{ids}?offset={self.chunks[0].offset}"
-                f"&size={self.size}&compression={compression.value}")
+        uri = (f"/transfers/chunks/{ids}?offset={self.chunks[0].offset}"
+               f"&size={self.size}&compression={compression.value}")
+        return uri if level is None else f"{uri}&level={level}"
 
     def to_wire(self) -> list[dict[str, str]]:
         return [chunk.to_wire() for chunk in self.chunks]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadRequest, IntegrityError
+from .encoding import Encoding, decode, encode, local_encodings
+from .errors import BadRequest
 
 #: Orthanc identifiers are SHA-1 based: hex digits and dashes (e.g. 8-8-8-8-8).
 _ORTHANC_ID = re.compile(r"[0-9a-f]{1,64}(-[0-9a-f]{1,64}){0,8}")
@@ -56,38 +56,12 @@ class Compression(enum.Enum):
 
 def encode_payload(data: bytes, compression: Compression, level: int = GZIP_LEVEL) -> bytes:
     """The bytes of a bucket as sent: plain, or one single gzip member (RFC 1952)."""
-    if compression is Compression.NONE:
-        return data
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)   # 31: gzip header + trailer
-    return compressor.compress(data) + compressor.flush()
+    return encode(data, Encoding(compression.value), level)
 
 
 def decode_payload(payload: bytes, compression: Compression, expected_size: int) -> bytes:
-    """Inflate if needed and insist on exactly ``expected_size`` bytes.
-
-    Inflation stops one byte past the expected size, so a gzip bomb costs nothing.
-    """
-    if compression is Compression.NONE:
-        data = payload
-    else:
-        inflater = zlib.decompressobj(31)
-        try:
-            data = inflater.decompress(payload, expected_size + 1)
-        except zlib.error as e:
-            raise IntegrityError(f"Corrupted gzip payload: {e}") from e
-        if len(data) == expected_size and not inflater.eof:
-            # Either a larger payload or a truncated stream: both are wrong.
-            more = inflater.decompress(inflater.unconsumed_tail, 1)
-            if more or not inflater.eof:
-                raise IntegrityError(
-                    f"Gzip payload does not end after the expected {expected_size} bytes")
-        if inflater.unused_data:
-            # The original reads a single member; anything after it is not ours.
-            raise IntegrityError("Unexpected data after the gzip member of a bucket")
-    if len(data) != expected_size:
-        raise IntegrityError(
-            f"Bucket has {len(data)} bytes after decoding, expected {expected_size}")
-    return data
+    """Inflate if needed and insist on exactly ``expected_size`` bytes (bomb-safe)."""
+    return decode(payload, Encoding(compression.value), expected_size)
 
 
 @dataclass(frozen=True)
@@ -180,6 +154,8 @@ def lookup_answer(instances: Sequence[InstanceInfo], originator: str) -> dict[st
         "CountInstances": len(instances),
         "TotalSize": str(total),
         "TotalSizeMB": round_mb(total),
+        # Extension: what this plugin decodes, so that a receiver of ours may adapt.
+        "Encodings": list(local_encodings()),
     }
 
 
@@ -199,7 +175,8 @@ class ChunkRequest:
     instance_ids: tuple[str, ...]
     offset: int
     size: int            # 0 = to the end of the last instance
-    compression: Compression
+    encoding: Encoding   # "gzip"/"none" from any receiver; "zstd" from ours only
+    level: int | None = None
 
 
 def parse_chunk_request(ids_path: str, args: dict[str, str]) -> ChunkRequest:
@@ -210,8 +187,24 @@ def parse_chunk_request(ids_path: str, args: dict[str, str]) -> ChunkRequest:
         instance_ids=ids,
         offset=_chunk_argument(args, "offset"),
         size=_chunk_argument(args, "size"),
-        compression=Compression.parse(args.get("compression", "none"), "compression"),
+        encoding=_chunk_encoding(args.get("compression", "none")),
+        level=_chunk_level(args.get("level")),
     )
+
+
+def _chunk_encoding(value: str) -> Encoding:
+    if value not in local_encodings():
+        raise BadRequest(f"'compression' must be one of {', '.join(local_encodings())}, "
+                         f"got {value!r}")
+    return Encoding(value)
+
+
+def _chunk_level(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 19:
+        raise BadRequest(f"'level' must be an integer from 1 to 19, got {value!r}")
+    return int(value)
 
 
 def _chunk_argument(args: dict[str, str], name: str) -> int:

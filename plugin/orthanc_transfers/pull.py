@@ -10,14 +10,24 @@ buckets again); the import starts only when everything is verified.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .buckets import plan_buckets
+from .buckets import Bucket, plan_buckets
 from .commit import import_area
+from .encoding import (
+    ADAPTIVE_HEADER,
+    ENCODE_SECONDS_HEADER,
+    ENCODING_HEADER,
+    Encoding,
+    EncodingChooser,
+    decode,
+)
 from .errors import (
     Cancelled,
     IntegrityError,
@@ -30,14 +40,7 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import (
-    Compression,
-    InstanceInfo,
-    TransferQuery,
-    decode_payload,
-    round_kb,
-    round_mb,
-)
+from .protocol import InstanceInfo, TransferQuery, round_kb, round_mb
 from .retry import run_with_retries
 from .services import Services
 from .staging import DownloadArea
@@ -109,6 +112,30 @@ def failure_reason(error: BaseException, peer: str) -> dict[str, Any]:
     return reason
 
 
+def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
+                 stop: Callable[[], None]) -> tuple[int, bytes]:
+    """GET one bucket in the encoding the chooser picks; returns (wire bytes, data)."""
+    encoding, level = chooser.choose()
+    headers = {ADAPTIVE_HEADER: "1"} if chooser.adaptive else {}
+    with_level = chooser.adaptive and encoding is not Encoding.NONE
+    uri = bucket.pull_uri(encoding, level if with_level else None)
+    started = time.perf_counter()
+    answer = client.send("GET", uri, headers=headers, stop=stop)
+    elapsed = time.perf_counter() - started
+    sent_as = answer.headers.get(ENCODING_HEADER, encoding.value) if chooser.adaptive \
+        else encoding.value
+    try:
+        actual = Encoding(sent_as)
+        encode_seconds = float(answer.headers.get(ENCODE_SECONDS_HEADER, 0.0))
+    except ValueError as e:
+        raise PeerProtocolError(f"Bad {ENCODING_HEADER} from peer {client.peer.name}",
+                                peer=client.peer.name, uri=uri) from e
+    data = decode(answer.body, actual, bucket.size)
+    chooser.observe_network(len(answer.body), elapsed - encode_seconds)
+    chooser.observe_encoding(actual, level, bucket.size, len(answer.body), encode_seconds)
+    return len(answer.body), data
+
+
 class PullWork:
     def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
         self.query = TransferQuery.from_wire(request)
@@ -116,6 +143,7 @@ class PullWork:
         self._services = services
         self.stats = TransferStats()
         self.failure: dict[str, Any] | None = None
+        self._peer_encodings: frozenset[str] = frozenset()
 
     @property
     def directory(self) -> Path:
@@ -188,11 +216,15 @@ class PullWork:
                 f"Invalid originator, check out the RemoteSelf configuration option of peer "
                 f"{self.query.peer}", peer=self.query.peer, uri="/transfers/lookup")
         try:
-            return [InstanceInfo.from_wire(item) for item in answer["Instances"]]
+            instances = [InstanceInfo.from_wire(item) for item in answer["Instances"]]
         except TransfersError as e:
             raise PeerProtocolError(f"Bad lookup answer from peer {self.query.peer}: "
                                     f"{e.message}", peer=self.query.peer,
                                     uri="/transfers/lookup") from e
+        encodings = answer.get("Encodings")          # only sources of ours say it
+        self._peer_encodings = frozenset(e for e in encodings if isinstance(e, str)) \
+            if isinstance(encodings, list) else frozenset()
+        return instances
 
     def _prepare(self, client: PeerClient, context: RunContext) -> DownloadArea:
         remote = self._lookup(client, context)
@@ -240,7 +272,10 @@ class PullWork:
         stats = self.stats
         stats.phase = "Transfer"
         stats.started = stats.last_query = time.monotonic()
-        compression: Compression = self.query.compression
+        config = self._services.config
+        chooser = EncodingChooser(self.query.compression.value, self._peer_encodings,
+                                  gzip_level=config.gzip_level, threads=config.threads,
+                                  cores=os.cpu_count() or 1)
         policy = self._services.retry_policy()
         md5_failures: dict[str, int] = {}
         metrics = self._services.metrics
@@ -249,11 +284,9 @@ class PullWork:
             if area.is_done(index):
                 return []
             bucket = area.buckets[index]
-            uri = bucket.pull_uri(compression)
 
             def attempt() -> tuple[int, bytes]:
-                answer = client.send("GET", uri, stop=context.check)
-                return len(answer.body), decode_payload(answer.body, compression, bucket.size)
+                return fetch_bucket(client, bucket, chooser, context.check)
 
             network, data = run_with_retries(attempt, policy, sleep=context.wait,
                                              should_stop=context.check,

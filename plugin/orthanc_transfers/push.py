@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets
+from .encoding import ENCODING_HEADER, EncodingChooser, encode
 from .errors import (
     Cancelled,
     Paused,
@@ -34,7 +36,7 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import TransferQuery, encode_payload, round_kb, round_mb
+from .protocol import TransferQuery, round_kb, round_mb
 from .pull import TransferStats, failure_reason
 from .retry import run_with_retries
 from .services import Services
@@ -56,6 +58,7 @@ class PushWork:
         self.failure: dict[str, Any] | None = None
         self._headers: dict[str, str] = {}
         self._path = ""
+        self._peer_encodings: frozenset[str] = frozenset()
 
     @property
     def directory(self) -> Path:
@@ -173,6 +176,7 @@ class PushWork:
                                     "push creation answer without Path",
                                     peer=client.peer.name, uri="/transfers/push")
         self._path = created["Path"]
+        self._peer_encodings = _encodings(created)
         if answer.cookies:
             self._headers["Cookie"] = answer.cookies
 
@@ -192,6 +196,7 @@ class PushWork:
             return None
         if value.get("Committed") is True:
             return "committed"
+        self._peer_encodings = _encodings(value)
         received = value.get("ReceivedBuckets")
         if not isinstance(received, list):
             return None
@@ -208,15 +213,30 @@ class PushWork:
         policy = self._services.retry_policy()
         headers = {**self._headers, "Content-Type": "application/octet-stream"}
 
+        config = self._services.config
+        chooser = EncodingChooser(plan.compression.value, self._peer_encodings,
+                                  gzip_level=config.gzip_level, threads=config.threads,
+                                  cores=os.cpu_count() or 1)
+
         def put(index: int) -> list[int]:
-            payload = encode_payload(self._bucket_bytes(plan.buckets[index]), plan.compression,
-                                     self._services.config.gzip_level)
+            data = self._bucket_bytes(plan.buckets[index])
+            encoding, level = chooser.choose(data)
+            started = time.perf_counter()
+            payload = encode(data, encoding, level)
+            chooser.observe_encoding(encoding, level, len(data), len(payload),
+                                     time.perf_counter() - started)
+            put_headers = {**headers, ENCODING_HEADER: encoding.value} if chooser.adaptive \
+                else headers
+
+            def attempt() -> None:
+                started = time.perf_counter()
+                client.send("PUT", f"{self._path}/{index}", body=payload, headers=put_headers,
+                            stop=context.check)
+                chooser.observe_network(len(payload), time.perf_counter() - started)
+
             try:
-                run_with_retries(
-                    lambda: client.send("PUT", f"{self._path}/{index}", body=payload,
-                                        headers=headers, stop=context.check),
-                    policy, sleep=context.wait, should_stop=context.check,
-                    on_retry=stats.retried)
+                run_with_retries(attempt, policy, sleep=context.wait,
+                                 should_stop=context.check, on_retry=stats.retried)
             except RetriesExhausted as e:
                 if not _is_corruption(e.last):
                     raise
@@ -278,6 +298,14 @@ class PushWork:
         (self.directory / STATE_FILE).write_text(json.dumps(
             {"Signature": signature, "Path": self._path,
              "Cookie": self._headers.get("Cookie", "")}))
+
+
+def _encodings(answer: dict[str, Any]) -> frozenset[str]:
+    """What a receiver of ours decodes (absent from original receivers: no adapting)."""
+    value = answer.get("Encodings")
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(e for e in value if isinstance(e, str))
 
 
 def _is_corruption(error: BaseException) -> bool:

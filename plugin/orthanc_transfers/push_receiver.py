@@ -29,14 +29,16 @@ from typing import Any
 
 from .buckets import PushPlan
 from .commit import import_area
+from .encoding import Encoding, decode, local_encodings
 from .errors import (
+    BadRequest,
     Conflict,
     IntegrityError,
     ServiceUnavailable,
     StagingError,
     UnknownResource,
 )
-from .protocol import Compression, decode_payload
+from .protocol import Compression
 from .services import Services
 from .staging import DownloadArea
 
@@ -65,6 +67,7 @@ class PushTransaction:
         pending = set(self.area.pending_buckets())
         return {"ID": self.id, "Path": f"/transfers/push/{self.id}",
                 "Compression": self.compression.value,
+                "Encodings": list(local_encodings()),
                 "CountBuckets": len(self.area.buckets),
                 "ReceivedBuckets": [i for i in range(len(self.area.buckets)) if i not in pending],
                 "VerifiedInstances": len(self.area.verified),
@@ -126,7 +129,9 @@ class PushReceiver:
         self._publish()
         return tx
 
-    def put(self, tx_id: str, index_text: str, body: bytes) -> None:
+    def put(self, tx_id: str, index_text: str, body: bytes,
+            encoding_name: str | None = None) -> None:
+        """Bucket ``index_text``; ``encoding_name`` (our senders) overrides the compression."""
         tx = self._enter(tx_id)
         try:
             if not index_text.isdigit() or int(index_text) >= len(tx.area.buckets):
@@ -134,7 +139,7 @@ class PushReceiver:
                                       f"(it has {len(tx.area.buckets)})")
             index = int(index_text)
             bucket = tx.area.buckets[index]
-            data = decode_payload(body, tx.compression, bucket.size)
+            data = decode(body, _encoding(encoding_name, tx.compression), bucket.size)
             for instance_id in tx.area.write_bucket(index, data):
                 try:
                     tx.area.verify(instance_id)
@@ -242,3 +247,11 @@ class PushReceiver:
         limit = self._services.config.max_push_transactions
         self._services.metrics.set("available_push_count", max(0, limit - active))
         self._services.metrics.set("active_push_count", active)
+
+
+def _encoding(name: str | None, compression: Compression) -> Encoding:
+    if name is None:
+        return Encoding(compression.value)
+    if name not in local_encodings():
+        raise BadRequest(f"Unknown bucket encoding: {name!r}")
+    return Encoding(name)

@@ -7,14 +7,23 @@ Handlers are small: parse, call the core, answer (errors are mapped in
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 from . import __version__, rest_jobs, rest_transfers
 from .config import parse_peers
+from .encoding import (
+    ADAPTIVE_HEADER,
+    ENCODE_SECONDS_HEADER,
+    ENCODING_HEADER,
+    Encoding,
+    compresses,
+    encode,
+)
 from .errors import BadRequest
 from .hostapi import Request, Response
 from .peers import PLUGIN_NAME, probe_peers
-from .protocol import encode_payload, lookup_answer, parse_chunk_request, parse_resources
+from .protocol import lookup_answer, parse_chunk_request, parse_resources
 from .routing import Route, guarded, parse_json_body
 
 if TYPE_CHECKING:
@@ -47,13 +56,23 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
     chunk = parse_chunk_request(request.groups[0], request.args)
     if app.config.restrict_chunks_to_transfers:
         app.announcements.check(chunk.instance_ids)
+    encoding = chunk.encoding
     with app.chunk_slots:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
-        payload = encode_payload(data, chunk.compression, app.config.gzip_level)
+        # A receiver of ours accepts plain bytes for data that does not compress.
+        if encoding is not Encoding.NONE and ADAPTIVE_HEADER.lower() in request.headers \
+                and not compresses(data):
+            encoding = Encoding.NONE
+        started = time.perf_counter()
+        level = chunk.level or (app.config.gzip_level if encoding is Encoding.GZIP else 3)
+        payload = encode(data, encoding, level)
+        seconds = time.perf_counter() - started
     app.metrics.add("chunks_served_bytes", len(payload))
     app.metrics.add("chunks_served_count")
     app.services.publish_cache_metrics()
-    return Response(body=payload, content_type=chunk.compression.mime_type)
+    return Response(body=payload, content_type=encoding.mime_type,
+                    headers={ENCODING_HEADER: encoding.value,
+                             ENCODE_SECONDS_HEADER: f"{seconds:.6f}"})
 
 
 # -- /plugins: make original peers see "transfers" ----------------------------------------

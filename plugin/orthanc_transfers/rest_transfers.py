@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .buckets import PushPlan
+from .encoding import ENCODING_HEADER, local_encodings
 from .errors import PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
 from .protocol import TransferQuery
@@ -70,7 +71,9 @@ def _transaction_id(request: Request) -> str:
 def post_push(app: TransfersApp, request: Request) -> Response:
     plan = PushPlan.from_wire(parse_json_body(request), app.config.max_instance_size)
     tx = app.push_receiver.create(plan)
-    return Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}"})
+    # "Encodings" is an extension: a sender of ours may then adapt each bucket.
+    return Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}",
+                          "Encodings": list(local_encodings())})
 
 
 def get_push_transaction(app: TransfersApp, request: Request) -> Response:
@@ -83,7 +86,8 @@ def delete_push_transaction(app: TransfersApp, request: Request) -> Response:
 
 
 def put_push_bucket(app: TransfersApp, request: Request) -> Response:
-    app.push_receiver.put(_transaction_id(request), request.groups[1], request.body)
+    app.push_receiver.put(_transaction_id(request), request.groups[1], request.body,
+                          request.headers.get(ENCODING_HEADER.lower()))
     return Response(body="{}")
 
 

@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
+import zstandard
 
 from devkit.orthanc_server import OrthancServer, free_port, resources, wait_for
 from devkit.wan_proxy import WanProxy
@@ -243,3 +244,27 @@ def _slow_link() -> Any:
 
 
 __all__ = ["WanProxy"]
+
+
+def test_chunks_stay_wire_compatible_and_adapt_for_our_receivers(
+        pair: tuple[OrthancServer, OrthancServer], sample_files: list[bytes]) -> None:
+    a, _ = pair
+    a.wipe()
+    jpeg = min(sample_files, key=lambda f: len(f) / len(zlib.compress(f, 1)))  # least compressible
+    instance = a.upload([jpeg])[0]
+    path = f"/transfers/chunks/{instance}?offset=0&size=0"
+    # What an original receiver asks: gzip is gzip, whatever the data.
+    original = a.get(path + "&compression=gzip")
+    assert original.headers["Content-Type"] == "application/gzip"
+    assert gzip.decompress(original.content) == jpeg
+    # A receiver of ours allows plain bytes for data that does not compress.
+    adaptive = a.get(path + "&compression=gzip", headers={"X-Transfers-Adaptive": "1"})
+    assert adaptive.headers["X-Transfers-Encoding"] == "none"
+    assert adaptive.headers["Content-Type"] == "application/octet-stream"
+    assert adaptive.content == jpeg
+    assert float(adaptive.headers["X-Transfers-Encode-Seconds"]) >= 0
+    zstd = a.get(path + "&compression=zstd&level=3")
+    assert zstd.headers["Content-Type"] == "application/zstd"
+    assert zstandard.ZstdDecompressor().decompress(zstd.content) == jpeg
+    answer = a.post("/transfers/lookup", json=resources("Instance", instance)).json()
+    assert set(answer["Encodings"]) == {"zstd", "gzip", "none"}

@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 import pytest
+from orthanc_transfers.encoding import Encoding, local_encodings
 from orthanc_transfers.errors import BadRequest, IntegrityError
 from orthanc_transfers.protocol import (
     MAX_CHUNK_ARGUMENT,
@@ -139,12 +140,21 @@ def test_parse_chunk_request() -> None:
                                                  "compression": "gzip", "other": "x"})
     assert request.instance_ids == (ID, "d1", "d2")
     assert (request.offset, request.size) == (5, 32)
-    assert request.compression is Compression.GZIP
+    assert request.encoding is Encoding.GZIP and request.level is None
+
+
+def test_parse_chunk_request_extensions_of_our_receivers() -> None:
+    request = parse_chunk_request("d1", {"compression": "none", "level": "3"})
+    assert (request.encoding, request.level) == (Encoding.NONE, 3)
+    with pytest.raises(BadRequest):
+        parse_chunk_request("d1", {"level": "0"})
+    with pytest.raises(BadRequest):
+        parse_chunk_request("d1", {"level": "x"})
 
 
 def test_parse_chunk_request_defaults() -> None:
     request = parse_chunk_request("d1", {})
-    assert (request.offset, request.size, request.compression) == (0, 0, Compression.NONE)
+    assert (request.offset, request.size, request.encoding) == (0, 0, Encoding.NONE)
 
 
 def test_parse_chunk_request_accepts_largest_argument() -> None:
@@ -246,6 +256,7 @@ def test_lookup_answer_shape() -> None:
         "CountInstances": 2,
         "TotalSize": "1662976",
         "TotalSizeMB": 2,
+        "Encodings": list(local_encodings()),    # extension, ignored by original peers
     }
 
 
