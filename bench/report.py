@@ -38,9 +38,10 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def orthanc_versions() -> dict[str, Any]:
-    """Versions from a throw-away server with both plugins loaded."""
-    server = OrthancServer("probe", dicomweb=True)
+def orthanc_versions(script: Path | None = None) -> dict[str, Any]:
+    """Versions from a throw-away server with both plugins loaded (errors are reported)."""
+    config = {"PythonScript": str(script)} if script is not None else None
+    server = OrthancServer("probe", dicomweb=True, config=config)
     try:
         server.start()
         system = server.get_json("/system")
@@ -53,11 +54,13 @@ def orthanc_versions() -> dict[str, Any]:
             if info.status_code == 200:
                 versions[f"plugin_{plugin}"] = info.json().get("Version")
         return versions
+    except Exception as e:
+        return {"orthanc_versions_error": f"{type(e).__name__}: {e}"}
     finally:
         server.cleanup()
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(script: Path | None = None) -> dict[str, Any]:
     mem = _proc_value("/proc/meminfo", "MemTotal") or "0 kB"
     status = _git("status", "--porcelain", "plugin")
     return {
@@ -69,7 +72,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": _git("rev-parse", "HEAD"),
         "plugin_dirty": bool(status) if status is not None else None,
-        **orthanc_versions(),
+        **orthanc_versions(script),
     }
 
 

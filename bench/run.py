@@ -22,6 +22,7 @@ from devkit.wan_proxy import PROFILES
 from . import report
 from .methods import METHODS
 from .runner import RunResult, compare_to_peers_store, median_run, run_once
+from .snapshot import PluginSnapshot, snapshot_plugin
 from .study import SIZES, Study, build_study
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -61,7 +62,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="Transfers.Threads on both servers")
     parser.add_argument("--bucket-kb", type=int, help="Transfers.BucketSize (KiB) on both")
     parser.add_argument("--gzip-level", type=int, choices=range(0, 10), metavar="0-9",
-                        help="experimental: zlib level of our gzip buckets (bench/plugin_shim.py)")
+                        help="Transfers.GzipLevel on both servers")
+    parser.add_argument("--plugin-rev", metavar="REV",
+                        help="benchmark the plugin of this git revision (default: a copy of "
+                             "the working tree taken at start)")
     parser.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
                         help="before each run, wait up to this long until other processes "
                              "use < 0.25 cores (default 30; 0 = never wait)")
@@ -88,6 +92,8 @@ def transfers_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["Threads"] = args.threads
     if args.bucket_kb is not None:
         settings["BucketSize"] = args.bucket_kb
+    if args.gzip_level is not None:
+        settings["GzipLevel"] = args.gzip_level
     return settings
 
 
@@ -99,6 +105,27 @@ def study_summary(study: Study) -> dict[str, Any]:
             "build_seconds": round(study.build_seconds, 1)}
 
 
+def run_all(args: argparse.Namespace, study: Study, transfers: dict[str, Any],
+            plugin: PluginSnapshot) -> tuple[list[RunResult], list[RunResult]]:
+    """Every (profile, method), ``--repeat`` times; returns (medians, every run)."""
+    results: list[RunResult] = []
+    all_runs: list[RunResult] = []
+    for profile_name in args.profiles:
+        for method_name in args.methods:
+            runs = []
+            for _ in range(args.repeat):
+                run = run_once(PROFILES[profile_name], METHODS[method_name], study,
+                               transfers=transfers, plugin=plugin,
+                               max_quiet_wait=args.quiet_wait)
+                runs.append(run)
+                state = f"{run.seconds:.2f} s" if run.status == "ok" else \
+                    f"{run.status}: {(run.error or '').splitlines()[0][:200]}"
+                print(f"  {profile_name:7s} {method_name:12s} {state}", flush=True)
+            all_runs.extend(runs)
+            results.append(median_run(runs))
+    return results, all_runs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     study = build_study(args.slices, args.multiframe_mb, args.size_label)
@@ -108,25 +135,15 @@ def main(argv: list[str] | None = None) -> int:
               "compress like real CT", flush=True)
     transfers = transfers_settings(args)
     print(f"profiles {','.join(args.profiles)}; methods {','.join(args.methods)}; "
-          f"repeat {args.repeat}; Transfers {transfers or 'defaults'}; "
-          f"gzip level {args.gzip_level if args.gzip_level is not None else '6 (plugin)'}",
-          flush=True)
+          f"repeat {args.repeat}; Transfers {transfers or 'defaults'}", flush=True)
+    plugin = snapshot_plugin(args.plugin_rev)
+    print(f"plugin: {plugin.origin}, fingerprint {plugin.fingerprint}", flush=True)
     started = time.monotonic()
-    results: list[RunResult] = []
-    all_runs: list[RunResult] = []
-    for profile_name in args.profiles:
-        for method_name in args.methods:
-            runs = []
-            for _ in range(args.repeat):
-                run = run_once(PROFILES[profile_name], METHODS[method_name], study,
-                               transfers=transfers, gzip_level=args.gzip_level,
-                               max_quiet_wait=args.quiet_wait)
-                runs.append(run)
-                state = f"{run.seconds:.2f} s" if run.status == "ok" else \
-                    f"{run.status}: {(run.error or '').splitlines()[0][:200]}"
-                print(f"  {profile_name:7s} {method_name:12s} {state}", flush=True)
-            all_runs.extend(runs)
-            results.append(median_run(runs))
+    try:
+        machine = report.machine_info(plugin.script)
+        results, all_runs = run_all(args, study, transfers, plugin)
+    finally:
+        plugin.remove()
     compare_to_peers_store(results)
     print(f"\n{study.describe()}; {time.monotonic() - started:.0f} s of benchmark\n")
     print(report.markdown_table(results))
@@ -135,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\nWhere the time goes (WAN runs; windows cut at 2 % and 98 % of wire bytes):\n")
         print(phases)
     settings = {"profiles": args.profiles, "methods": args.methods, "repeat": args.repeat,
-                "quiet_wait": args.quiet_wait,
-                "transfers": transfers, "gzip_level": args.gzip_level,
+                "quiet_wait": args.quiet_wait, "plugin_origin": plugin.origin,
+                "plugin_fingerprint": plugin.fingerprint,
+                "transfers": transfers,
                 "argv": sys.argv[1:] if argv is None else argv}
-    report.write_json(args.json, machine=report.machine_info(), study=study_summary(study),
+    report.write_json(args.json, machine=machine, study=study_summary(study),
                       settings=settings, results=results, all_runs=all_runs)
+    effective = next((r.settings["plugin"] for r in all_runs if r.settings.get("plugin")), None)
+    if effective:
+        shown = ("Threads", "BucketSize", "GzipLevel", "CacheSize", "CommitThreadsCount")
+        print(f"\nplugin: {plugin.origin}, fingerprint {plugin.fingerprint}; settings (source's "
+              "start-up log): " + ", ".join(f"{k} {effective[k]}" for k in shown if k in effective))
     print(f"\nJSON: {args.json}")
     return 0
 

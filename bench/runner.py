@@ -17,6 +17,7 @@ from devkit.wan_proxy import LinkProfile
 
 from . import measure
 from .methods import Method, Unavailable, wait_job
+from .snapshot import PluginSnapshot
 from .study import Study
 from .topology import Pair, start_pair
 
@@ -135,18 +136,24 @@ def _verify(pair: Pair) -> bool:
 
 
 def run_once(profile: LinkProfile, method: Method, study: Study, *,
-             transfers: dict[str, Any] | None = None, gzip_level: int | None = None,
+             transfers: dict[str, Any] | None = None, plugin: PluginSnapshot | None = None,
              max_quiet_wait: float = 0.0) -> RunResult:
-    """``max_quiet_wait``: first wait up to that long for other processes to calm down."""
-    settings: dict[str, Any] = {"transfers": dict(transfers or {}),
-                                "gzip_level": gzip_level if gzip_level is not None else 6}
+    """``transfers``: our options on both servers; ``plugin``: the copy of the plugin to
+    load (default: the live ``plugin/`` directory); ``max_quiet_wait``: first wait up to
+    that long for other processes to calm down."""
+    settings: dict[str, Any] = {"transfers": dict(transfers or {})}
+    if plugin is not None:
+        settings["plugin_origin"] = plugin.origin
+        settings["plugin_fingerprint"] = plugin.fingerprint
     result = RunResult(profile.name, method.name, study.size, len(study.files), settings)
     if max_quiet_wait > 0:
         waited, cores = measure.wait_until_quiet(max_quiet_wait)
         result.quiet_wait_s, result.other_cores_before = round(waited, 1), round(cores, 2)
     pair: Pair | None = None
     try:
-        pair = start_pair(profile, transfers=transfers, gzip_level=gzip_level)
+        pair = start_pair(profile, transfers=transfers,
+                          script=plugin.script if plugin is not None else None)
+        settings["plugin"] = pair.plugin_settings()
         _measure(pair, method, study, result)
     except Unavailable as e:
         result.status, result.error = "n/a", str(e)

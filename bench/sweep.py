@@ -2,8 +2,9 @@
 
 Runs every combination of ``--threads`` x ``--bucket-kb`` x ``--gzip-level`` for each
 method on one profile (fresh servers per run, as in :mod:`bench.run`) and prints one
-row per run with the time split of :func:`bench.measure.phases`. Level 6 is the
-plugin as it is; any other level loads it through :mod:`bench.plugin_shim`.
+row per run with the time split of :func:`bench.measure.phases`. The values are set in
+the ``Transfers`` section of both servers (``Threads``, ``BucketSize``, ``GzipLevel``);
+the table shows the effective ones, as logged by the plugin at start-up.
 """
 
 from __future__ import annotations
@@ -16,22 +17,24 @@ from pathlib import Path
 from devkit.wan_proxy import PROFILES
 
 from . import report
-from .methods import METHODS
+from .methods import METHODS, Method
 from .runner import RunResult, run_once
-from .study import SIZES, build_study
+from .snapshot import PluginSnapshot, snapshot_plugin
+from .study import SIZES, Study, build_study
 
-PLUGIN_LEVEL = 6
 
-
-def _ints(value: str) -> list[int]:
+def _ints(value: str) -> list[int | None]:
     return [int(v) for v in value.split(",") if v.strip()]
+
+
+def _percent(value: object) -> str:
+    return f"{value:.0f} %" if isinstance(value, int | float) else "n/a"
 
 
 def _row(r: RunResult) -> str:
     p = r.phases or {}
-    t = r.settings.get("transfers", {})
-    cells = [str(t.get("Threads", 4)), str(t.get("BucketSize", 4096)),
-             str(r.settings.get("gzip_level")), r.method]
+    t = r.settings.get("plugin") or r.settings.get("transfers", {})
+    cells = [str(t.get(k, "?")) for k in ("Threads", "BucketSize", "GzipLevel")] + [r.method]
     if r.status != "ok":
         return "| " + " | ".join([*cells, r.status.upper(), (r.error or "")[:120]]) + " |"
     wire = (r.wire_bytes or 0) / 1e6
@@ -41,30 +44,17 @@ def _row(r: RunResult) -> str:
         return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
 
     cells += [f"{r.seconds:.2f}", f"{r.mb_s:.1f}", f"{wire:.1f}",
-              f"{r.link_pct:.0f} %" if r.link_pct is not None else "n/a",
+              _percent(r.link_pct),
               f"{num('before_s')} / {num('data_s')} / {num('after_s')}",
-              f"{num('link_busy_pct')} %",
+              _percent(p.get("link_busy_pct")),
               f"{num('cpu_src_data_cores')} / {num('cpu_dst_data_cores')}",
               f"{r.cpu_src_s_per_gb} / {r.cpu_dst_s_per_gb}",
               f"{(r.cpu_other_s or 0) / (r.seconds or 1):.2f}"]
     return "| " + " | ".join(cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.sweep", description=__doc__)
-    parser.add_argument("--profile", choices=PROFILES, default="wan100")
-    parser.add_argument("--methods", default="push-gzip,pull-gzip")
-    parser.add_argument("--threads", type=_ints, default=[4])
-    parser.add_argument("--bucket-kb", type=_ints, default=[4096])
-    parser.add_argument("--gzip-level", type=_ints, default=[PLUGIN_LEVEL])
-    parser.add_argument("--size", choices=SIZES, default="small")
-    parser.add_argument("--quiet-wait", type=float, default=30.0)
-    parser.add_argument("--json", type=Path,
-                        default=Path(__file__).resolve().parent / "results" / "sweep.json")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    methods = [METHODS[m] for m in args.methods.split(",")]
-    study = build_study(*SIZES[args.size], label=args.size)
-    print(f"study: {study.describe()}; profile {args.profile}", flush=True)
+def _sweep(args: argparse.Namespace, methods: list[Method], study: Study,
+           plugin: PluginSnapshot) -> list[RunResult]:
     head = ("| Threads | BucketSize KiB | zlib | method | s | MB/s | wire MB | % link limit "
             "| before / bulk / after s | link busy in bulk | cores src/dst in bulk "
             "| CPU s/GB src/dst | other cores |")
@@ -72,21 +62,49 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for threads, bucket, level, method in itertools.product(
             args.threads, args.bucket_kb, args.gzip_level, methods):
-        if level != PLUGIN_LEVEL and method.name.endswith("-none"):
-            continue
+        if level != args.gzip_level[0] and method.name.endswith("-none"):
+            continue      # the level does not matter without compression
+        values = {"Threads": threads, "BucketSize": bucket, "GzipLevel": level}
         result = run_once(PROFILES[args.profile], method, study,
-                          transfers={"Threads": threads, "BucketSize": bucket},
-                          gzip_level=None if level == PLUGIN_LEVEL else level,
-                          max_quiet_wait=args.quiet_wait)
-        result.settings["gzip_level"] = level
+                          transfers={k: v for k, v in values.items() if v is not None},
+                          plugin=plugin, max_quiet_wait=args.quiet_wait)
         results.append(result)
         lines.append(_row(result))
         print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    report.write_json(args.json, machine=report.machine_info(),
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.sweep", description=__doc__)
+    parser.add_argument("--profile", choices=PROFILES, default="wan100")
+    parser.add_argument("--methods", default="push-gzip,pull-gzip")
+    parser.add_argument("--threads", type=_ints, default=[None],
+                        help="comma-separated values (default: the plugin's)")
+    parser.add_argument("--bucket-kb", type=_ints, default=[None])
+    parser.add_argument("--gzip-level", type=_ints, default=[None])
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--quiet-wait", type=float, default=30.0)
+    parser.add_argument("--plugin-rev", metavar="REV",
+                        help="git revision of the plugin (default: copy of the working tree)")
+    parser.add_argument("--json", type=Path,
+                        default=Path(__file__).resolve().parent / "results" / "sweep.json")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    methods = [METHODS[m] for m in args.methods.split(",")]
+    study = build_study(*SIZES[args.size], label=args.size)
+    print(f"study: {study.describe()}; profile {args.profile}", flush=True)
+    plugin = snapshot_plugin(args.plugin_rev)
+    print(f"plugin: {plugin.origin}, fingerprint {plugin.fingerprint}", flush=True)
+    try:
+        machine = report.machine_info(plugin.script)
+        results = _sweep(args, methods, study, plugin)
+    finally:
+        plugin.remove()
+    report.write_json(args.json, machine=machine,
                       study={"description": study.describe(), "bytes": study.size},
-                      settings={"argv": sys.argv[1:] if argv is None else argv},
+                      settings={"argv": sys.argv[1:] if argv is None else argv,
+                                "plugin_origin": plugin.origin,
+                                "plugin_fingerprint": plugin.fingerprint},
                       results=results, all_runs=[])
     return 0
 

@@ -10,6 +10,7 @@ The benchmark itself talks to both servers directly.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from typing import Any
 from devkit.orthanc_server import OrthancServer
 from devkit.wan_proxy import LinkProfile, WanProxy
 
+SETTINGS_LOG = "Transfers accelerator settings: "
 SOURCE = "source"
 TARGET = "target"
-SHIM_SCRIPT = Path(__file__).resolve().parent / "plugin_shim.py"
 
 #: Settings of both servers. No storage cache, so reads are not flattered; long HTTP
 #: timeouts, so that a big STOW or peer request on a slow link is not cut at 60 s.
@@ -62,6 +63,15 @@ class Pair:
             pids[role] = server.process.pid
         return pids
 
+    def plugin_settings(self) -> dict[str, Any] | None:
+        """The effective settings the plugin logged at start-up on the source."""
+        for line in self.source.log_tail(400).splitlines():
+            if SETTINGS_LOG in line:
+                with contextlib.suppress(ValueError):
+                    settings: dict[str, Any] = json.loads(line.split(SETTINGS_LOG, 1)[1])
+                    return settings
+        return None
+
     def close(self) -> None:
         for server in (self.source, self.target):
             server.cleanup()
@@ -71,16 +81,15 @@ class Pair:
 
 
 def start_pair(profile: LinkProfile, *, transfers: dict[str, Any] | None = None,
-               gzip_level: int | None = None) -> Pair:
+               script: Path | None = None) -> Pair:
     """Start both servers (plugin and DICOMweb loaded) and the proxies between them.
 
-    ``transfers`` is merged into the ``Transfers`` section of both servers;
-    ``gzip_level`` loads the plugin through :mod:`bench.plugin_shim` (experiments only).
+    ``transfers`` is merged into the ``Transfers`` section of both servers; ``script``
+    replaces ``plugin/transfers.py`` (see :mod:`bench.snapshot`).
     """
     config: dict[str, Any] = {**BASE_CONFIG, "Transfers": dict(transfers or {})}
-    if gzip_level is not None:
-        config["PythonScript"] = str(SHIM_SCRIPT)
-        config["TransfersBench"] = {"GzipLevel": gzip_level}
+    if script is not None:
+        config["PythonScript"] = str(script)
     source = OrthancServer(SOURCE, config=config, dicomweb=True)
     target = OrthancServer(TARGET, config=config, dicomweb=True)
     to_target = to_source = None

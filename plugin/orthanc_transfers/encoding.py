@@ -12,14 +12,17 @@ asked. ``Compression: none`` is never compressed.
 from __future__ import annotations
 
 import enum
+import importlib
 import threading
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import IntegrityError
 
-try:                                   # Debian: python3-zstandard; optional
-    import zstandard
+zstandard: Any                         # Debian: python3-zstandard; optional
+try:
+    zstandard = importlib.import_module("zstandard")
 except ImportError:                    # pragma: no cover - depends on the machine
     zstandard = None
 
