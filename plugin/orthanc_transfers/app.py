@@ -18,6 +18,7 @@ from .config import PeerConfig, parse_transfers_config
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
 from .hostapi import Host
+from .importer import LocalImporter
 from .jobs import JobEvent, JobRecord, JobState, Work
 from .metrics import Metrics
 from .peers import PeerClient, SessionPool
@@ -39,7 +40,11 @@ class TransfersApp:
         self.services = Services(
             host=host, config=self.config, originator=self.originator,
             sessions=SessionPool(self.config.threads * 2 + 2),
-            source=InstanceSource(host, self.config.cache_size), metrics=self.metrics)
+            source=InstanceSource(host, self.config.cache_size), metrics=self.metrics,
+            importer=LocalImporter(host, host.configuration(),
+                                   enabled=self.config.import_through_http,
+                                   threads=self.config.commit_threads_count,
+                                   timeout=self.config.http_timeout))
         self.chunk_slots = threading.BoundedSemaphore(self.config.threads)
         self.push_receiver = PushReceiver(self.services)
         self.announcements = Announcements(self.config.push_transaction_timeout)
@@ -94,6 +99,7 @@ class TransfersApp:
     def stop(self) -> None:
         self.engine.stop()
         self.services.sessions.close()
+        self.services.importer.close()
         self.services.source.cache.clear()
 
 

@@ -89,6 +89,7 @@ class TransfersConfig:
     jobs_history_size: int = DEFAULT_JOBS_HISTORY_SIZE
     concurrent_jobs: int = DEFAULT_CONCURRENT_JOBS
     restrict_chunks_to_transfers: bool = False
+    import_through_http: bool = True
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
 
@@ -110,6 +111,7 @@ class TransfersConfig:
             "StagingDirectory": self.staging_directory,
             "HttpTimeout": self.http_timeout,
             "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
+            "ImportThroughHttp": self.import_through_http,
             "ConcurrentJobs": self.concurrent_jobs,
             "JobsHistorySize": self.jobs_history_size,
         }
@@ -129,6 +131,13 @@ def _number(section: dict[str, Any], name: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigurationError(f"Transfers.{name} must be a non-negative number, got {value!r}")
     return float(value)
+
+
+def _boolean(section: dict[str, Any], name: str, default: bool) -> bool:
+    value = section.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"Transfers.{name} must be true or false, got {value!r}")
+    return value
 
 
 def _global_number(configuration: dict[str, Any], name: str, default: float) -> float:
@@ -152,9 +161,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         staging = os.path.join(str(storage), "transfers-staging")
     if not isinstance(staging, str) or not staging:
         raise ConfigurationError("Transfers.StagingDirectory must be a non-empty string")
-    restrict = section.get("RestrictChunksToTransfers", False)
-    if not isinstance(restrict, bool):
-        raise ConfigurationError("Transfers.RestrictChunksToTransfers must be true or false")
+    restrict = _boolean(section, "RestrictChunksToTransfers", False)
     http_timeout = _global_number(configuration, "HttpTimeout", DEFAULT_HTTP_TIMEOUT)
     return TransfersConfig(
         threads=values["Threads"],
@@ -173,6 +180,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         gzip_level=min(9, values["GzipLevel"]),
         staging_directory=os.path.abspath(staging),
         restrict_chunks_to_transfers=restrict,
+        import_through_http=_boolean(section, "ImportThroughHttp", True),
         # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
         http_timeout=http_timeout,
         jobs_history_size=int(_global_number(configuration, "JobsHistorySize",

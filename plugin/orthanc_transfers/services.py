@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import PeerConfig, TransfersConfig, find_peer
 from .errors import TransfersError
 from .hostapi import Host
+from .importer import LocalImporter
 from .metrics import Metrics
 from .peers import PeerClient, SessionPool
 from .retry import RetryPolicy
@@ -25,6 +26,7 @@ class Services:
     sessions: SessionPool
     source: InstanceSource
     metrics: Metrics
+    importer: LocalImporter
 
     @property
     def staging_root(self) -> Path:

@@ -232,3 +232,39 @@ def test_cancel_aborts_buckets_in_flight(make_cluster: Any, make_proxy: Any,
     time.sleep(1.0)
     assert link.counters.down == quiet          # the slices in flight were dropped
     assert b.wait_job(job_id)["State"] == "Failure"
+
+
+IMPORT_FILTER = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  if method == 'POST' and uri == '/instances' then
+    return httpHeaders['x-test-upload'] == 'yes'
+  end
+  return true
+end
+"""
+
+
+@pytest.mark.parametrize("http_allowed", [True, False])
+def test_parallel_import_through_orthancs_http_api(make_cluster: Any, tmp_path: Any,
+                                                   study_files: list[bytes],
+                                                   http_allowed: bool) -> None:
+    """CommitThreadsCount > 1 imports over loopback HTTP (with the registered user's
+    credentials); when Orthanc refuses those requests, RestApiPost takes over."""
+    lua = tmp_path / "filter.lua"
+    lua.write_text(IMPORT_FILTER)
+    receiver: dict[str, Any] = {"Transfers": {"CommitThreadsCount": 4},
+                                "AuthenticationEnabled": True,
+                                "RegisteredUsers": {"importer": "secret"}}
+    if not http_allowed:
+        receiver["LuaScripts"] = [str(lua)]
+    a, b = make_cluster(["a", "b"], per_server={"b": receiver})
+    ids = a.upload(study_files)
+    b.request("PUT", "/peers/a", json={"Url": a.url + "/"}).raise_for_status()
+    job = b.wait_job(b.post("/transfers/pull", json={
+        "Resources": resources("Instance", *ids), "Peer": "a",
+        "Compression": "none"}).json()["ID"])
+    assert job["State"] == "Success", job
+    b.session.headers["X-Test-Upload"] = "yes"
+    assert b.instance_md5s() == a.instance_md5s()
+    fell_back = "using RestApiPost instead" in b.log_path.read_text()
+    assert fell_back is not http_allowed

@@ -1,0 +1,77 @@
+"""Storing received files into this Orthanc.
+
+In plugin 4.0 every ``orthanc.RestApiPost`` holds the GIL, so imports from several
+threads run one at a time (python-plugin-notes §3-4). Orthanc's own HTTP API has no
+such limit: with ``ImportThroughHttp`` (the default) and ``CommitThreadsCount`` > 1,
+files are posted to this Orthanc's ``/instances`` over loopback by that many threads.
+When that route cannot be used (authorization plugin, HTTP server disabled...), the
+importer says so once in the log and falls back to ``RestApiPost``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import requests
+import requests.adapters
+
+from .errors import BadRequest, TransfersError
+from .hostapi import Host
+
+
+class LocalImporter:
+    def __init__(self, host: Host, configuration: dict[str, Any], *, enabled: bool,
+                 threads: int, timeout: float) -> None:
+        self._host = host
+        self._enabled = enabled and threads > 1 and configuration.get("HttpServerEnabled",
+                                                                        True)
+        scheme = "https" if configuration.get("SslEnabled") else "http"
+        self._url = f"{scheme}://127.0.0.1:{configuration.get('HttpPort', 8042)}/instances"
+        users = configuration.get("RegisteredUsers") or {}
+        self._auth = next(iter(users.items())) if users else None
+        self._timeout = timeout or None
+        self._session = requests.Session()
+        self._session.mount(self._url, requests.adapters.HTTPAdapter(pool_maxsize=threads))
+        self._lock = threading.Lock()
+
+    @property
+    def through_http(self) -> bool:
+        return bool(self._enabled)
+
+    def store(self, dicom: bytes) -> dict[str, Any]:
+        if self._enabled:
+            answer = self._post(dicom)
+            if answer is not None:
+                return answer
+        return self._host.store_dicom(dicom)
+
+    def _post(self, dicom: bytes) -> dict[str, Any] | None:
+        try:
+            response = self._session.post(
+                self._url, data=dicom, auth=self._auth, timeout=self._timeout, verify=False,
+                headers={"Content-Type": "application/dicom", "Accept-Encoding": "identity"})
+        except requests.RequestException as e:
+            self._give_up(f"{type(e).__name__}: {e}")
+            return None
+        if response.status_code == 200:
+            value: dict[str, Any] = json.loads(response.content)
+            return value
+        if response.status_code in (400, 415):
+            raise BadRequest(f"Orthanc refused a transferred file: {response.text[:300]}")
+        if response.status_code in (401, 403, 404, 405):
+            self._give_up(f"HTTP {response.status_code}")
+            return None
+        raise TransfersError(f"Orthanc answered HTTP {response.status_code} to the import: "
+                             f"{response.text[:300]}")
+
+    def _give_up(self, reason: str) -> None:
+        with self._lock:
+            if self._enabled:
+                self._enabled = False
+                self._host.log_warning(f"Transfers: importing through {self._url} is not "
+                                       f"possible ({reason}); using RestApiPost instead")
+
+    def close(self) -> None:
+        self._session.close()
