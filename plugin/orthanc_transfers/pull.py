@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,84 +31,22 @@ from .errors import (
     Cancelled,
     IntegrityError,
     Paused,
-    PeerError,
     PeerProtocolError,
-    RetriesExhausted,
     StagingError,
     TransfersError,
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import InstanceInfo, TransferQuery, round_kb, round_mb
+from .protocol import InstanceInfo, TransferQuery
 from .retry import run_with_retries
 from .services import Services
 from .staging import DownloadArea
+from .transfer import TransferStats, failure_reason, transfer_content
 from .workers import run_parallel
 
 PULL_JOB_TYPE = "PullTransfer"
-#: Progress shares of the phases: lookup, download, import.
-LOOKUP_SHARE, DOWNLOAD_SHARE = 0.02, 0.88
 #: How many times one instance may fail its MD5 check before the job fails.
 MAX_MD5_FAILURES = 3
-
-
-class TransferStats:
-    """Counters shown in a job's Content (reference §8.2) and its progress."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.total_instances = 0
-        self.total_size = 0
-        self.skipped_instances = 0
-        self.network_bytes = 0            # compressed bytes on the wire
-        self.payload_bytes = 0            # bytes of the buckets done in this run
-        self.done_bytes = 0               # bytes of every bucket done, this run or before
-        self.completed_queries = 0
-        self.retried_queries = 0          # failed attempts that were tried again
-        self.total_buckets = 0
-        self.reused_buckets = 0           # held from an earlier attempt: not sent again
-        self.imported = 0
-        self.to_import = 0
-        self.phase = "Pending"
-        self.started = 0.0
-        self.last_query = 0.0
-
-    def bucket_done(self, network: int, payload: int) -> None:
-        with self.lock:
-            self.network_bytes += network
-            self.payload_bytes += payload
-            self.done_bytes += payload
-            self.completed_queries += 1
-            self.last_query = time.monotonic()
-
-    def retried(self, _: BaseException) -> None:
-        with self.lock:
-            self.retried_queries += 1
-
-    def speed_kbs(self) -> int:
-        """Network KiB/s since the transfer phase started (reference §7)."""
-        elapsed = self.last_query - self.started
-        return int(self.network_bytes / 1024 / elapsed) if elapsed > 0.01 else 0
-
-    def progress(self) -> float:
-        if self.phase in ("Pending", "Lookup"):
-            return 0.0
-        download = self.done_bytes / self.total_size if self.total_size else 1.0
-        share = LOOKUP_SHARE + DOWNLOAD_SHARE * download
-        if self.to_import:
-            share += (1 - LOOKUP_SHARE - DOWNLOAD_SHARE) * self.imported / self.to_import
-        return min(share, 0.99)
-
-
-def failure_reason(error: BaseException, peer: str) -> dict[str, Any]:
-    """Who failed and where, for the job's Content (the original logs it only)."""
-    cause = error.last if isinstance(error, RetriesExhausted) else error
-    reason: dict[str, Any] = {"Peer": peer, "Message": str(error)}
-    if isinstance(cause, PeerError):
-        reason.update({"URI": cause.uri, "Status": cause.status})
-    if isinstance(cause, IntegrityError) and cause.instance:
-        reason["Instance"] = cause.instance
-    return reason
 
 
 def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
@@ -152,28 +89,10 @@ class PullWork:
     # -- Work protocol ----------------------------------------------------------------
 
     def content(self) -> dict[str, Any]:
-        stats = self.stats
-        content: dict[str, Any] = {
-            "Peer": self.query.peer,
-            "Resources": list(self.query.raw_resources),
-            "Compression": self.query.compression.value,
-            "TotalInstances": stats.total_instances,
-            "TotalSizeMB": round_mb(stats.total_size),
-            "DownloadedSizeMB": round_mb(stats.network_bytes),
-            "CompletedHttpQueries": stats.completed_queries,
-            "RetriedHttpQueries": stats.retried_queries,
-            "TotalBuckets": stats.total_buckets,
-            "ReusedBuckets": stats.reused_buckets,
-            "SkippedInstances": stats.skipped_instances,
-            "Phase": stats.phase,
-        }
+        content = transfer_content(self.query, self.stats, self.failure, "Downloaded")
+        content["SkippedInstances"] = self.stats.skipped_instances
         if self.query.originator is not None:
             content["Originator"] = self.query.originator
-        if stats.started:
-            content["NetworkSpeedKBs"] = stats.speed_kbs()
-            content["DownloadedSizeKB"] = round_kb(stats.network_bytes)
-        if self.failure:
-            content["FailureReason"] = self.failure
         return content
 
     def progress(self) -> float:

@@ -36,11 +36,11 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import TransferQuery, round_kb, round_mb
-from .pull import TransferStats, failure_reason
+from .protocol import TransferQuery
 from .retry import run_with_retries
 from .services import Services
 from .staging import plan_signature
+from .transfer import TransferStats, failure_reason, transfer_content
 from .workers import run_parallel
 
 PUSH_JOB_TYPE = "PushTransfer"
@@ -67,27 +67,9 @@ class PushWork:
     # -- Work protocol ----------------------------------------------------------------
 
     def content(self) -> dict[str, Any]:
-        stats = self.stats
-        content: dict[str, Any] = {
-            "Peer": self.query.peer,
-            "Resources": list(self.query.raw_resources),
-            "Compression": self.query.compression.value,
-            "TotalInstances": stats.total_instances,
-            "TotalSizeMB": round_mb(stats.total_size),
-            "UploadedSizeMB": round_mb(stats.network_bytes),
-            "CompletedHttpQueries": stats.completed_queries,
-            "RetriedHttpQueries": stats.retried_queries,
-            "TotalBuckets": stats.total_buckets,
-            "ReusedBuckets": stats.reused_buckets,
-            "Phase": stats.phase,
-        }
-        if stats.started:
-            content["NetworkSpeedKBs"] = stats.speed_kbs()
-            content["UploadedSizeKB"] = round_kb(stats.network_bytes)
+        content = transfer_content(self.query, self.stats, self.failure, "Uploaded")
         if self._path:
             content["RemoteTransaction"] = self._path
-        if self.failure:
-            content["FailureReason"] = self.failure
         return content
 
     def progress(self) -> float:
