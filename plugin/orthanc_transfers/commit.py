@@ -28,7 +28,7 @@ def check_complete(area: DownloadArea) -> None:
 
 def import_area(services: Services, area: DownloadArea, *, check: Callable[[], None],
                 on_imported: Callable[[str], None]) -> int:
-    """Import every instance in ID order on ``CommitThreadsCount`` threads.
+    """Import every instance in ID order (on several threads where that helps).
 
     Returns how many were already stored (and so skipped).
     """
@@ -48,6 +48,5 @@ def import_area(services: Services, area: DownloadArea, *, check: Callable[[], N
         on_imported(instance_id)
         return []
 
-    run_parallel(sorted(area.instances), store, services.config.commit_threads_count,
-                 check, "TF-COMMIT")
+    run_parallel(sorted(area.instances), store, services.importer.threads, check, "TF-COMMIT")
     return len(already)

@@ -248,12 +248,11 @@ end
 def test_parallel_import_through_orthancs_http_api(make_cluster: Any, tmp_path: Any,
                                                    study_files: list[bytes],
                                                    http_allowed: bool) -> None:
-    """CommitThreadsCount > 1 imports over loopback HTTP (with the registered user's
+    """Imports go over loopback HTTP on several threads (with the registered user's
     credentials); when Orthanc refuses those requests, RestApiPost takes over."""
     lua = tmp_path / "filter.lua"
     lua.write_text(IMPORT_FILTER)
-    receiver: dict[str, Any] = {"Transfers": {"CommitThreadsCount": 4},
-                                "AuthenticationEnabled": True,
+    receiver: dict[str, Any] = {"AuthenticationEnabled": True,
                                 "RegisteredUsers": {"importer": "secret"}}
     if not http_allowed:
         receiver["LuaScripts"] = [str(lua)]
