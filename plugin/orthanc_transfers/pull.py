@@ -42,7 +42,7 @@ from .retry import run_with_retries
 from .services import Services
 from .staging import DownloadArea
 from .transfer import TransferStats, failure_reason, transfer_content
-from .workers import run_parallel
+from .workers import InFlight, run_parallel
 
 PULL_JOB_TYPE = "PullTransfer"
 #: How many times one instance may fail its MD5 check before the job fails.
@@ -81,6 +81,7 @@ class PullWork:
         self.stats = TransferStats()
         self.failure: dict[str, Any] | None = None
         self._peer_encodings: frozenset[str] = frozenset()
+        self._in_flight = InFlight(services.config.threads)
 
     @property
     def directory(self) -> Path:
@@ -122,9 +123,11 @@ class PullWork:
         self.stats.phase = "Lookup"
         headers = {"sender-transfer-id": self.query.sender_transfer_id or self.job_id}
         body = [resource.to_wire() for resource in self.query.resources]
+        started = time.perf_counter()
         answer = run_with_retries(
             lambda: client.post_json("/transfers/lookup", body, headers=headers),
             self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+        self._in_flight.observe_rtt(time.perf_counter() - started)
         if not isinstance(answer, dict) or not isinstance(answer.get("Instances"), list) \
                 or not isinstance(answer.get("Originator"), str):
             raise PeerProtocolError(f"Bad network protocol from peer {self.query.peer}: "
@@ -205,7 +208,10 @@ class PullWork:
             bucket = area.buckets[index]
 
             def attempt() -> tuple[int, bytes]:
-                return fetch_bucket(client, bucket, chooser, context.check)
+                started = time.perf_counter()
+                result = fetch_bucket(client, bucket, chooser, context.check)
+                self._in_flight.observe_request(time.perf_counter() - started)
+                return result
 
             network, data = run_with_retries(attempt, policy, sleep=context.wait,
                                              should_stop=context.check,
@@ -226,8 +232,7 @@ class PullWork:
             context.changed()
             return again
 
-        run_parallel(area.pending_buckets(), fetch, self._services.config.threads,
-                     context.check, "TF-PULL")
+        run_parallel(area.pending_buckets(), fetch, self._in_flight, context.check, "TF-PULL")
 
     def _import(self, area: DownloadArea, context: RunContext) -> None:
         stats = self.stats

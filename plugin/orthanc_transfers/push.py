@@ -41,7 +41,7 @@ from .retry import run_with_retries
 from .services import Services
 from .staging import plan_signature
 from .transfer import TransferStats, failure_reason, transfer_content
-from .workers import run_parallel
+from .workers import InFlight, run_parallel
 
 PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
@@ -59,6 +59,7 @@ class PushWork:
         self._headers: dict[str, str] = {}
         self._path = ""
         self._peer_encodings: frozenset[str] = frozenset()
+        self._in_flight = InFlight(services.config.threads)
 
     @property
     def directory(self) -> Path:
@@ -150,8 +151,10 @@ class PushWork:
                     self.stats.phase = "WaitingForReceiver"
                     context.wait(1.0)
 
+        started = time.perf_counter()
         answer = run_with_retries(attempt, self._services.retry_policy(),
                                   sleep=context.wait, should_stop=context.check)
+        self._in_flight.observe_rtt(time.perf_counter() - started)
         created = answer.json(client.peer.name, "/transfers/push")
         if not isinstance(created, dict) or not isinstance(created.get("Path"), str):
             raise PeerProtocolError(f"Bad network protocol from peer {client.peer.name}: "
@@ -214,7 +217,9 @@ class PushWork:
                 started = time.perf_counter()
                 client.send("PUT", f"{self._path}/{index}", body=payload, headers=put_headers,
                             stop=context.check)
-                chooser.observe_network(len(payload), time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                chooser.observe_network(len(payload), seconds)
+                self._in_flight.observe_request(seconds)
 
             try:
                 run_with_retries(attempt, policy, sleep=context.wait,
@@ -231,7 +236,7 @@ class PushWork:
 
         pending = [i for i in range(len(plan.buckets)) if i not in held]
         for _ in range(COMPLETION_ROUNDS):
-            run_parallel(pending, put, self._services.config.threads, context.check, "TF-PUSH")
+            run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH")
             still_held = self._held_buckets(client)
             if not isinstance(still_held, set):
                 return          # an original receiver, or already committed

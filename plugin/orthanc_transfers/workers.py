@@ -1,12 +1,15 @@
-"""A small pool that runs the buckets of one job on ``Threads`` threads.
+"""A small pool that runs the buckets of one job, and how many it keeps in flight.
 
 Unlike ``ThreadPoolExecutor`` it stops taking work at the first error or stop request
-(in-flight items finish, queued ones are left for a resume), and an item may hand back
-more items (an instance whose MD5 failed gives back its buckets).
+(in-flight items finish, queued ones are left for a resume), an item may hand back more
+items (an instance whose MD5 failed gives back its buckets), and the number of threads
+may grow while it runs: :class:`InFlight` adds requests when the round trip, not the
+bandwidth, is what each request waits for.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -15,12 +18,52 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def run_parallel(items: Iterable[T], work: Callable[[T], Iterable[T]], threads: int,
-                 check: Callable[[], None], name: str) -> None:
+class InFlight:
+    """``Threads`` requests in flight, more on links where latency dominates.
+
+    Each request waits one round trip that moves no byte; with ``n`` requests the link
+    idles unless the others fill those gaps. Keeping ``Threads * (1 + rtt / request)``
+    requests in flight fills them, up to twice ``Threads``.
+    """
+
+    SMOOTHING = 0.3
+
+    def __init__(self, threads: int, cap: int | None = None) -> None:
+        self.base = max(1, threads)
+        self.cap = cap or 2 * self.base
+        self._rtt: float | None = None
+        self._request: float | None = None
+        self._lock = threading.Lock()
+
+    def observe_rtt(self, seconds: float) -> None:
+        """Duration of a small request (lookup, transaction creation)."""
+        with self._lock:
+            self._rtt = seconds if self._rtt is None else min(self._rtt, seconds)
+
+    def observe_request(self, seconds: float) -> None:
+        """Duration of one bucket request."""
+        with self._lock:
+            if self._request is None:
+                self._request = seconds
+            else:
+                self._request += self.SMOOTHING * (seconds - self._request)
+
+    def target(self) -> int:
+        with self._lock:
+            if self._rtt is None or not self._request:
+                return self.base
+            share = min(1.0, self._rtt / self._request)
+        return min(self.cap, math.floor(self.base * (1.0 + share) + 0.5))
+
+
+def run_parallel(items: Iterable[T], work: Callable[[T], Iterable[T]],
+                 threads: int | InFlight, check: Callable[[], None], name: str) -> None:
     """Run ``work`` on every item; raise the first error once every thread is done."""
     queue: deque[T] = deque(items)
     lock = threading.Lock()
     errors: list[BaseException] = []
+    in_flight = threads if isinstance(threads, InFlight) else InFlight(threads, threads)
+    pool: list[threading.Thread] = []
 
     def next_item() -> tuple[bool, T | None]:
         with lock:
@@ -44,10 +87,20 @@ def run_parallel(items: Iterable[T], work: Callable[[T], Iterable[T]], threads: 
                     errors.append(e)
                 return
 
-    count = max(1, min(threads, len(queue)))
-    pool = [threading.Thread(target=loop, name=f"{name}-{n}", daemon=True) for n in range(count)]
-    for thread in pool:
-        thread.start()
+    def grow() -> None:
+        with lock:
+            wanted = min(in_flight.target(), len(pool) + len(queue))
+            if errors:
+                return
+        while len(pool) < wanted:
+            thread = threading.Thread(target=loop, name=f"{name}-{len(pool)}", daemon=True)
+            pool.append(thread)
+            thread.start()
+
+    grow()
+    while any(thread.is_alive() for thread in pool):
+        pool[-1].join(0.2)
+        grow()
     for thread in pool:
         thread.join()
     if errors:

@@ -115,3 +115,43 @@ def test_check_raising_stops_the_pool() -> None:
     with pytest.raises(Paused):
         run_parallel(range(10), work, 1, check, "TF-TEST")
     assert recorder.items == [0, 1, 2]
+
+
+def test_in_flight_starts_at_threads_and_grows_with_latency() -> None:
+    from orthanc_transfers.workers import InFlight
+
+    lan = InFlight(4)
+    assert lan.target() == 4                      # nothing measured yet
+    lan.observe_rtt(0.001)
+    lan.observe_request(0.05)
+    assert lan.target() == 4                      # latency is 2 % of a request
+    wan = InFlight(4)
+    wan.observe_rtt(0.2)
+    wan.observe_request(0.75)
+    assert wan.target() == 5                      # 4 x (1 + 0.27), rounded
+    wan.observe_rtt(0.5)                          # the smallest round trip is kept
+    for _ in range(20):
+        wan.observe_request(0.1)                  # requests shorter than a round trip
+    assert wan.target() == 8                      # capped at twice Threads
+
+
+def test_run_parallel_adds_threads_when_in_flight_grows() -> None:
+    import threading
+
+    from orthanc_transfers.workers import InFlight, run_parallel
+
+    in_flight = InFlight(1, cap=4)
+    names: set[str] = set()
+    lock = threading.Lock()
+
+    def work(item: int) -> list[int]:
+        with lock:
+            names.add(threading.current_thread().name)
+        if item == 0:
+            in_flight.observe_rtt(1.0)
+            in_flight.observe_request(1.0)       # latency-bound: up to 2 in flight
+        threading.Event().wait(0.05)
+        return []
+
+    run_parallel(range(30), work, in_flight, lambda: None, "T")
+    assert len(names) >= 2
