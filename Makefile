@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test` (each sets up first).
 PYTHON ?= python3
 
-.PHONY: setup demo test lint unit integration bench
+.PHONY: setup demo test test-load lint unit integration bench
 
 setup:
 	bash scripts/setup.sh
@@ -10,7 +10,7 @@ demo: setup
 	$(PYTHON) -m devkit.demo
 
 lint:
-	$(PYTHON) -m ruff check plugin devkit tests bench examples
+	$(PYTHON) -m ruff check plugin devkit tests bench examples docker
 	$(PYTHON) -m mypy
 
 unit:
@@ -21,6 +21,9 @@ integration:
 
 test: setup lint
 	$(PYTHON) -m pytest tests -q -ra
+
+test-load: setup
+	$(PYTHON) -m pytest tests/load -q -ra -m load
 
 bench: setup
 	$(PYTHON) -m bench.run
