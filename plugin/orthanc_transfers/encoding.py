@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import io
 import threading
 import zlib
 from dataclasses import dataclass
@@ -68,17 +69,31 @@ def decode(payload: bytes, encoding: Encoding, expected_size: int) -> bytes:
     elif encoding is Encoding.ZSTD:
         if zstandard is None:
             raise IntegrityError("zstd is not available on this Orthanc (python3-zstandard)")
-        try:
-            data = zstandard.ZstdDecompressor().decompress(
-                payload, max_output_size=expected_size + 1)
-        except zstandard.ZstdError as e:
-            raise IntegrityError(f"Corrupted zstd payload: {e}") from e
+        data = _unzstd(payload, expected_size)
     else:
         data = _gunzip(payload, expected_size)
     if len(data) != expected_size:
         raise IntegrityError(
             f"Bucket has {len(data)} bytes after decoding, expected {expected_size}")
     return data
+
+
+def _unzstd(payload: bytes, expected_size: int) -> bytes:
+    # A stream read, never the one-shot API: that one allocates whatever size the frame
+    # header declares (a 27-byte body can ask for a terabyte).
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload))
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= expected_size:          # one byte past the expected size is enough
+            piece = reader.read(min(expected_size + 1 - size, 1 << 22))
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+    except (zstandard.ZstdError, MemoryError) as e:
+        raise IntegrityError(f"Corrupted zstd payload: {e}") from e
+    return b"".join(parts)
 
 
 def _gunzip(payload: bytes, expected_size: int) -> bytes:

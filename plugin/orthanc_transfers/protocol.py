@@ -21,6 +21,7 @@ from .errors import BadRequest
 _ORTHANC_ID = re.compile(r"[0-9a-f]{1,64}(-[0-9a-f]{1,64}){0,8}")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
+_HEADER_VALUE = re.compile(r"[!-~][ -~]{0,255}")
 
 #: Levels accepted in ``Resources`` (case-insensitive), mapped to Orthanc's REST folder.
 LEVELS = {
@@ -202,14 +203,17 @@ def _chunk_encoding(value: str) -> Encoding:
 def _chunk_level(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or not 1 <= int(value) <= 19:
+    if not _ASCII_NUMBER.fullmatch(value) or not 1 <= int(value) <= 19:
         raise BadRequest(f"'level' must be an integer from 1 to 19, got {value!r}")
     return int(value)
 
 
+_ASCII_NUMBER = re.compile(r"[0-9]{1,10}")
+
+
 def _chunk_argument(args: dict[str, str], name: str) -> int:
     text = args.get(name, "0")
-    if not text.isdigit() or not text.isascii() or int(text) > MAX_CHUNK_ARGUMENT:
+    if not _ASCII_NUMBER.fullmatch(text) or int(text) > MAX_CHUNK_ARGUMENT:
         raise BadRequest(f"'{name}' must be an integer between 0 and {MAX_CHUNK_ARGUMENT}, "
                          f"got {text!r}")
     return int(text)
@@ -264,6 +268,9 @@ class TransferQuery:
         for key in ("Originator", "SenderTransferID"):
             if key in body and not isinstance(body[key], str):
                 raise BadRequest(f"'{key}' must be a string, got {body[key]!r}")
+        # Sent as the sender-transfer-id header: printable ASCII only.
+        if "SenderTransferID" in body and not _HEADER_VALUE.fullmatch(body["SenderTransferID"]):
+            raise BadRequest("'SenderTransferID' must be 1 to 256 printable ASCII characters")
         return cls(resources=tuple(parse_resources(body.get("Resources"))),
                    raw_resources=tuple(body["Resources"]),
                    peer=peer,

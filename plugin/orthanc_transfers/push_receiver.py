@@ -19,6 +19,7 @@ Same wire format as the original, with the improvements of reference §20:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -47,6 +48,7 @@ EVICTABLE_AFTER = 60.0
 #: Committed transactions are remembered this long, for idempotent commits (seconds).
 COMMITTED_MEMORY = 3600.0
 TRANSACTION_FILE = "transaction.json"
+_BUCKET_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass
@@ -134,7 +136,8 @@ class PushReceiver:
         """Bucket ``index_text``; ``encoding_name`` (our senders) overrides the compression."""
         tx = self._enter(tx_id)
         try:
-            if not index_text.isdigit() or int(index_text) >= len(tx.area.buckets):
+            if not _BUCKET_NUMBER.fullmatch(index_text) \
+                    or int(index_text) >= len(tx.area.buckets):
                 raise UnknownResource(f"Push transaction {tx_id} has no bucket {index_text} "
                                       f"(it has {len(tx.area.buckets)})")
             index = int(index_text)

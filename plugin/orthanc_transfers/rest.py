@@ -96,7 +96,7 @@ def routes() -> list[Route]:
         Route("/plugins", {"GET": get_plugins}),
         Route("/plugins/transfers", {"GET": get_plugin_description}),
         *rest_jobs.ROUTES,
-        Route("/transfers/chunks/([^/]*)", {"GET": get_chunks}),
+        Route("/transfers/chunks/([.0-9a-f-]+)", {"GET": get_chunks}),
         Route("/transfers/lookup", {"POST": post_lookup}),
         Route("/transfers/peers", {"GET": get_peers}),
         *rest_transfers.ROUTES,

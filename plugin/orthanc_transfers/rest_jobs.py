@@ -31,19 +31,21 @@ def get_job(app: TransfersApp, request: Request) -> Response:
     job_id = request.groups[0]
     if app.engine.has(job_id):
         return Response.json(app.engine.get(job_id).to_orthanc())
-    return Response(body=app.host.rest_get(request.uri))
+    return Response(body=app.host.rest_get(f"/jobs/{job_id}"))
 
 
 def post_job_action(app: TransfersApp, request: Request) -> Response:
     job_id, action = request.groups
     if not app.engine.has(job_id):
-        return Response(body=app.host.rest_post(request.uri, request.body))
+        return Response(body=app.host.rest_post(f"/jobs/{job_id}/{action}", request.body))
     app.engine.act(job_id, JobEvent(action))
     return Response.json({})
 
 
 ROUTES = [
     Route("/jobs", {"GET": get_jobs}),
-    Route("/jobs/([^/]+)", {"GET": get_job}),
-    Route("/jobs/([^/]+)/(pause|resume|cancel|resubmit)", {"POST": post_job_action}),
+    # Job IDs are UUIDs; anything else (including non-UTF-8 bytes, which the Python
+    # plugin cannot decode) is left to the core, and forwarded URIs cannot carry a "?".
+    Route("/jobs/([0-9a-f-]+)", {"GET": get_job}),
+    Route("/jobs/([0-9a-f-]+)/(pause|resume|cancel|resubmit)", {"POST": post_job_action}),
 ]

@@ -101,9 +101,11 @@ def post_push_commit(app: TransfersApp, request: Request) -> Response:
 ROUTES = [
     Route("/transfers/pull", {"POST": post_pull}),
     Route("/transfers/push", {"POST": post_push}),
-    Route("/transfers/push/([^/]+)", {"GET": get_push_transaction,
-                                      "DELETE": delete_push_transaction}),
-    Route("/transfers/push/([^/]+)/([^/]+)", {"PUT": put_push_bucket,
-                                              "POST": post_push_commit}),
+    # Narrow patterns, as the original's: the Python plugin answers 500 by itself for path
+    # segments that are not UTF-8, so those must not reach a plugin route (core: 404).
+    Route("/transfers/push/([0-9a-f-]+)", {"GET": get_push_transaction,
+                                           "DELETE": delete_push_transaction}),
+    Route("/transfers/push/([0-9a-f-]+)/([0-9]+|commit)", {"PUT": put_push_bucket,
+                                                          "POST": post_push_commit}),
     Route("/transfers/send", {"POST": post_send}),
 ]

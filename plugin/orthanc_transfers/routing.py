@@ -8,6 +8,7 @@ gives its own status and Orthanc-style JSON; anything else is logged and answere
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,29 @@ if TYPE_CHECKING:
 AppHandler = Callable[["TransfersApp", Request], Response]
 
 
+#: Deepest JSON nesting accepted. Orthanc's HTTP threads have small stacks: a body
+#: nested some 500 levels deep overflows them inside ``json.loads`` and kills Orthanc
+#: before Python's recursion limit can help.
+MAX_JSON_DEPTH = 32
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """Nesting depth of a JSON text, without parsing it (strings are skipped)."""
+    brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_json_body(request: Request) -> Any:
     if not request.body:
         raise BadRequest("the request body is empty; a JSON body is expected")
+    if json_depth(request.body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as e:

@@ -114,7 +114,7 @@ BAD_INPUTS: list[tuple[str, str, Any, int]] = [
     ("GET", f"/transfers/chunks/{UNKNOWN_ID}?offset=abc", None, 400),
     ("GET", f"/transfers/chunks/{UNKNOWN_ID}?size=1.5", None, 400),
     ("GET", f"/transfers/chunks/{UNKNOWN_ID}?size=99999999999", None, 400),
-    ("GET", "/transfers/chunks/ABCDEF", None, 400),
+    ("GET", "/transfers/chunks/ABCDEF", None, 404),        # not a route of ours: core
     ("GET", "/transfers/chunks/aa..bb", None, 400),
     ("GET", "/transfers/chunks/%2e%2e%2fetc", None, 404),   # normalized by Orthanc
     ("DELETE", "/transfers/lookup", None, 405),

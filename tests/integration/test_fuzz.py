@@ -45,7 +45,7 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from devkit.orthanc_server import OrthancServer, md5_hex
@@ -476,15 +476,22 @@ def dumps(value: Any, ascii_only: bool = True) -> bytes:
     return json.dumps(value, ensure_ascii=ascii_only).encode()
 
 
+def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, drawn with the given weights."""
+    return st.sampled_from([s for weight, s in choices for _ in range(weight)]).flatmap(
+        lambda strategy: strategy)
+
+
 def bodies(template: Any | None) -> st.SearchStrategy[bytes]:
-    choices: list[st.SearchStrategy[bytes]] = [
-        st.binary(max_size=300),
-        st.tuples(json_values, st.booleans()).map(lambda v: dumps(*v)),
-        st.sampled_from([b"", b"{", b"[", b"\xff\xfe", b"\x00", b"null", b"[]", b"{}",
-                         b"NaN", b"1e999999", b"9" * 5000, b'"\\ud800"', b'{"a":1,"a":2}'])]
+    choices: list[tuple[int, st.SearchStrategy[bytes]]] = [
+        (2, st.binary(max_size=300)),
+        (2, st.tuples(json_values, st.booleans()).map(lambda v: dumps(*v))),
+        (1, st.sampled_from([b"", b"{", b"[", b"\xff\xfe", b"\x00", b"null", b"[]", b"{}",
+                             b"NaN", b"1e999999", b"9" * 5000, b'"\\ud800"',
+                             b'{"a":1,"a":2}']))]
     if template is not None:
-        choices += [near_valid(template).map(dumps), st.just(dumps(template))]
-    return st.one_of(*choices)
+        choices += [(4, near_valid(template).map(dumps)), (1, st.just(dumps(template)))]
+    return weighted(*choices)
 
 
 def query_args(keys: list[str]) -> st.SearchStrategy[dict[str, str]]:
@@ -565,13 +572,15 @@ def test_every_route_survives_hostile_input(fuzz: Fuzz) -> None:
     specs = route_specs(fuzz)
     before = {s.name: snapshot(s) for s in fuzz.servers}
     logs = {s.name: LogWatch(s) for s in fuzz.servers}
+    # Mostly the real thing, so that most requests get past the first check.
     placeholders: dict[str, st.SearchStrategy[str]] = {
-        "ids": st.one_of(st.just(".".join(fuzz.ids)),
-                         st.lists(st.sampled_from(fuzz.ids), min_size=1, max_size=4).map(".".join),
-                         segments()),
-        "tx": st.one_of(st.just(fuzz.tx), segments()),
-        "n": st.one_of(st.sampled_from(["0", "1", "2"]), segments()),
-        "job": st.one_of(st.just(fuzz.job), segments()),
+        "ids": weighted((2, st.just(".".join(fuzz.ids))),
+                        (4, st.lists(st.sampled_from(fuzz.ids), min_size=1,
+                                     max_size=4).map(".".join)),
+                        (3, segments())),
+        "tx": weighted((7, st.just(fuzz.tx)), (3, segments())),
+        "n": weighted((7, st.sampled_from(["0", "1", "2"])), (3, segments())),
+        "job": weighted((6, st.just(fuzz.job)), (4, segments())),
         "action": st.sampled_from(["pause", "resume", "cancel", "resubmit"]),
     }
     query_keys = ["offset", "size", "compression", "level", "expand", "limit", "since"]
@@ -586,8 +595,8 @@ def test_every_route_survives_hostile_input(fuzz: Fuzz) -> None:
             if "{" + name + "}" in path:
                 path = path.replace("{" + name + "}", q(data.draw(strategy, name)))
         if spec.template.startswith("/transfers/chunks/"):
-            query = data.draw(st.one_of(near_valid_query(VALID_CHUNK_ARGS),
-                                        query_args(query_keys)), "query")
+            query = data.draw(weighted((7, near_valid_query(VALID_CHUNK_ARGS)),
+                                       (3, query_args(query_keys))), "query")
         else:
             query = data.draw(query_args(query_keys), "query")
         path += encode_query(query)
@@ -595,11 +604,12 @@ def test_every_route_survives_hostile_input(fuzz: Fuzz) -> None:
         # No stray DELETE on the transaction held open for the whole module.
         methods = ["GET", "POST", "PUT"] if "{tx}" in spec.template else \
             ["GET", "POST", "PUT", "DELETE"]
-        method = data.draw(st.one_of(st.just(spec.method), st.sampled_from(methods)), "method")
+        method = data.draw(st.sampled_from([spec.method] * 12 + methods), "method")
         headers: dict[str, str] = {}
         if spec.method == "PUT":
-            encoding = data.draw(st.one_of(st.none(), st.sampled_from(
-                ["gzip", "zstd", "none", "br", "", "GZIP", "x" * 1000])), "encoding")
+            encoding = data.draw(st.sampled_from(
+                [None, None, None, "gzip", "zstd", "none", "br", "", "GZIP", "x" * 1000]),
+                "encoding")
             if encoding is not None:
                 headers[ENCODING_HEADER] = encoding
         # Created after the last draw: a draw may end the example early.
@@ -660,6 +670,11 @@ def test_unknown_ids_answer_404_or_400(fuzz: Fuzz) -> None:
 
     @fuzz_settings(250)
     @given(route=st.sampled_from(routes), segment=unknown_ids())
+    @example(route=("GET", "/jobs/{}"), segment=q("?expand"))
+    @example(route=("POST", "/jobs/{}/pause"), segment="%FF")
+    @example(route=("GET", "/jobs/{}"), segment="%FF")
+    @example(route=("GET", "/transfers/push/{}"), segment="%FF")
+    @example(route=("GET", "/transfers/chunks/{}"), segment="%FF")
     def run(route: tuple[str, str], segment: str) -> None:
         _stat("examples")
         method, template = route
@@ -670,6 +685,37 @@ def test_unknown_ids_answer_404_or_400(fuzz: Fuzz) -> None:
     run()
     assert_servers_sound(fuzz.servers, logs, before, findings)
     findings.check("unknown IDs")
+
+
+def test_bucket_indexes_of_every_shape(fuzz: Fuzz) -> None:
+    """Property 5 for the bucket number of ``PUT /transfers/push/<tx>/<n>`` on a real
+    transaction of two buckets: anything but the ASCII digits of 0 or 1 is a 404/400."""
+    findings = Findings()
+    logs = {s.name: LogWatch(s) for s in fuzz.servers}
+    before = {s.name: snapshot(s) for s in fuzz.servers}
+
+    def valid(index: str) -> bool:
+        # At most 9 digits are read as a bucket number; longer ones are refused (404).
+        return re.fullmatch("0{0,8}[01]", index) is not None
+
+    indexes = st.one_of(bad_numbers(), st.integers(2, 2**70).map(str),
+                        st.text(st.characters(codec="utf-8"), min_size=1, max_size=12),
+                        st.sampled_from(HOSTILE_SEGMENTS)).filter(_plugin_reaches)
+
+    @fuzz_settings(120)
+    @given(index=indexes)
+    @example(index="\u0660")                  # ARABIC-INDIC DIGIT ZERO
+    @example(index="\u00b2")                  # SUPERSCRIPT TWO
+    @example(index="9" * 5000)
+    def run(index: str) -> None:
+        _stat("examples")
+        call = Call("PUT", f"/transfers/push/{fuzz.tx}/{q(index)}", b"\0" * 16,
+                    route="/transfers/push/<tx>/<n>")
+        check_call(findings, fuzz.a, call, expect=(200, 400) if valid(index) else (400, 404))
+
+    run()
+    assert_servers_sound(fuzz.servers, logs, before, findings)
+    findings.check("bucket indexes")
 
 
 # == Property 3: chunks ===================================================================
@@ -710,7 +756,7 @@ def test_chunks_refuse_malformed_arguments(fuzz: Fuzz) -> None:
         args = {"offset": "0", "size": "100", "compression": "none", name: value}
         call = Call("GET", f"/transfers/chunks/{fuzz.ids[0]}{encode_query(args)}",
                     route=f"/transfers/chunks/<id>?{name}=<bad>")
-        check_call(findings, fuzz.a, call, expect=(400,))
+        check_call(findings, fuzz.a, call, binary_ok=True, expect=(400,))
 
     run()
     assert_servers_sound(fuzz.servers, logs, before, findings)
@@ -828,10 +874,11 @@ def test_push_declared_sizes_sparse_and_cleaned(fuzz: Fuzz) -> None:
                 findings.add("a refused creation left a directory in staging", call.describe())
             return
         tx = response.json()["ID"]
-        apparent, allocated = disk_usage(root / tx)
-        if apparent < total or allocated - usage_before > 1 * MiB:
+        apparent = disk_usage(root / tx)[0]
+        allocated = disk_usage(root)[1] - usage_before
+        if apparent < total or allocated > 1 * MiB:
             findings.add("creation allocated disk (files not sparse)",
-                         f"{call.describe()} -> {allocated} bytes allocated for "
+                         f"{call.describe()} -> {allocated} bytes allocated in staging for "
                          f"{apparent} declared")
         if sizes[0] != 100:
             put = Call("PUT", f"/transfers/push/{tx}/0", b"\0" * 100,

@@ -266,18 +266,20 @@ def test_twenty_thousand_tiny_instances_in_one_transfer(make_cluster: ClusterFac
 
 # -- 3. one 1 GiB instance ---------------------------------------------------------------
 
-#: Generating (~16 s), uploading (~15 s) and moving it twice (~25 s each) fit the budget.
+#: Generating (~15 s), uploading (~11 s) and moving it twice (~20-30 s each) fit the budget.
 HUGE_MB = 1024
-#: Peak RSS growth of a receiver, in instance sizes. Staging is on disk, so the transfer
-#: phase costs only Threads x bucket; what dominates is the import: the plugin reads the
-#: staged file (1x, a Python bytes), hands it to Orthanc's POST /instances which copies
-#: the body (2x) and parses it with DCMTK, which holds its own copy of the pixel data
-#: (3x). Measured: 3.0-3.1x with pull. Bound with margin: 3.5x.
-RECEIVER_PEAK_FACTOR = 3.5
-#: Peak RSS growth of the source: the whole file is read once and cached (the cache
-#: keeps one file even above CacheSize, so that each slice does not read the whole file
-#: again), plus Threads x bucket in flight. Bound with margin: 1.5x.
-SOURCE_PEAK_FACTOR = 1.5
+#: Peak RSS growth of a receiver, in instance sizes. Staging is on disk, so moving the
+#: buckets costs only Threads x bucket; what dominates is the import, which needs the
+#: whole file in memory several times: the plugin reads the staged file (1x, a Python
+#: bytes) and posts it to Orthanc's POST /instances, which for a plain upload of the same
+#: file costs Orthanc ~2.9x by itself (the HTTP body, then DCMTK's parsed copy and the
+#: buffers around them: measured on the upload to a, see upload_rss_growth_mb_a).
+#: Measured for the pull: 3.9-4.0x. Bound with margin: 4.5x.
+RECEIVER_PEAK_FACTOR = 4.5
+#: Peak RSS growth of the source (restarted after the upload, so that what Orthanc kept
+#: from the upload does not hide it): the file is read once through the SDK (a C++
+#: buffer, then a Python bytes, which the cache keeps) plus Threads x bucket slices.
+SOURCE_PEAK_FACTOR = 2.5
 #: What a receiver may still hold once the transfer is over (nothing is cached there).
 RECEIVER_RETAINED_LIMIT = 256 * MIB
 
@@ -318,6 +320,8 @@ def test_one_gigabyte_instance(make_cluster: ClusterFactory, figures: dict[str, 
         upload_growth = sampler.growth()["a"]
         del data
         instance_id: str = response.json()["ID"]
+        # Orthanc keeps much of what the upload allocated (2 GB and more): start afresh.
+        a.restart()
         threads_before = thread_counts(cluster)
         pull = transfer_huge(servers, sampler, "pull", "a", "b", instance_id)
         push = transfer_huge(servers, sampler, "push", "a", "c", instance_id)
@@ -329,7 +333,11 @@ def test_one_gigabyte_instance(make_cluster: ClusterFactory, figures: dict[str, 
         assert file_md5(server, instance_id) == md5, f"{server.name}: bytes differ"
 
     problems, threads_after = leak_problems(cluster, threads_before)
-    cache_size = int(a.metric("orthanc_transfers_used_cache_size"))
+    # The source's cache keeps whole files up to CacheSize (512 MiB), but a single file
+    # larger than that is kept alone (by design: slices must not each read the file).
+    cache_used = int(a.metric("orthanc_transfers_used_cache_size"))
+    if cache_used > max(512 * MIB, size):
+        problems.append(f"a: the source cache holds {mb(cache_used)} MiB")
 
     def side(run: dict[str, Any]) -> dict[str, Any]:
         content = run["job"]["Content"]
@@ -345,7 +353,7 @@ def test_one_gigabyte_instance(make_cluster: ClusterFactory, figures: dict[str, 
         "upload_seconds": round(upload_seconds, 1),
         "upload_rss_growth_mb_a": mb(upload_growth),
         "pull_a_to_b": side(pull), "push_a_to_c": side(push),
-        "source_cache_used_mb_after": mb(cache_size),
+        "source_cache_used_mb_after": mb(cache_used),
         "threads_before": threads_before, "threads_after": threads_after,
         "test_seconds": round(time.monotonic() - started, 1),
     })
