@@ -98,6 +98,7 @@ class TransfersApp:
 
     def stop(self) -> None:
         self.engine.stop()
+        self.push_receiver.flush()
         self.services.sessions.close()
         self.services.importer.close()
         self.services.source.cache.clear()

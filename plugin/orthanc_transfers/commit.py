@@ -40,7 +40,7 @@ def import_area(services: Services, area: DownloadArea, *, check: Callable[[], N
         if services.stored_md5(instance_id) == info.md5:
             already.append(instance_id)
         else:
-            answer = services.importer.store(area.read(instance_id))
+            answer = services.importer.store_file(area.path(instance_id))
             if answer.get("ID") != instance_id:
                 raise IntegrityError(
                     f"Orthanc stored instance {instance_id} under another ID: "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -52,18 +53,21 @@ class LocalImporter:
         """Imports to run at once: parallel only where Orthanc can take them in parallel."""
         return self._http_threads if self._enabled else self._rest_threads
 
-    def store(self, dicom: bytes) -> dict[str, Any]:
+    def store_file(self, path: Path) -> dict[str, Any]:
+        """Store a staged file; over HTTP it is streamed from disk, never held whole here."""
         if self._enabled:
-            answer = self._post(dicom)
+            answer = self._post(path)
             if answer is not None:
                 return answer
-        return self._host.store_dicom(dicom)
+        return self._host.store_dicom(path.read_bytes())
 
-    def _post(self, dicom: bytes) -> dict[str, Any] | None:
+    def _post(self, path: Path) -> dict[str, Any] | None:
         try:
-            response = self._session.post(
-                self._url, data=dicom, auth=self._auth, timeout=self._timeout, verify=False,
-                headers={"Content-Type": "application/dicom", "Accept-Encoding": "identity"})
+            with open(path, "rb") as body:
+                response = self._session.post(
+                    self._url, data=body, auth=self._auth, timeout=self._timeout,
+                    verify=False, headers={"Content-Type": "application/dicom",
+                                           "Accept-Encoding": "identity"})
         except requests.RequestException as e:
             self._give_up(f"{type(e).__name__}: {e}")
             return None

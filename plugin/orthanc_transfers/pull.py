@@ -232,7 +232,11 @@ class PullWork:
             context.changed()
             return again
 
-        run_parallel(area.pending_buckets(), fetch, self._in_flight, context.check, "TF-PULL")
+        try:
+            run_parallel(area.pending_buckets(), fetch, self._in_flight, context.check,
+                         "TF-PULL")
+        finally:
+            area.flush()
 
     def _import(self, area: DownloadArea, context: RunContext) -> None:
         stats = self.stats

@@ -106,6 +106,13 @@ class PushReceiver:
                 shutil.rmtree(directory, ignore_errors=True)
         self._publish()
 
+    def flush(self) -> None:
+        """Record every verification on disk (Orthanc is stopping)."""
+        with self._lock:
+            transactions = list(self._transactions.values())
+        for tx in transactions:
+            tx.area.flush()
+
     def _timeout(self) -> float:
         return self._services.config.push_transaction_timeout
 
