@@ -184,3 +184,30 @@ def test_concurrent_uploads_to_one_receiver(pair: tuple[OrthancServer, OrthancSe
     for answer in answers:
         assert a.wait_job(answer["ID"])["State"] == "Success"
     assert b.instance_md5s() == a.instance_md5s()
+
+
+ORIGINAL_METRICS = [           # reference §13, under the original plugin's names
+    "orthanc_transfers_used_cache_size", "orthanc_transfers_cache_hit_count",
+    "orthanc_transfers_cache_miss_count", "orthanc_transfers_available_push_count",
+    "orthanc_transfers_created_push_count", "orthanc_transfers_committed_push_count",
+    "orthanc_transfers_push_total_received_bytes_count",
+    "orthanc_transfers_push_total_time_spent_in_reception_ms",
+    "orthanc_transfers_push_total_time_spent_in_commit_ms",
+]
+
+
+def test_metrics_in_prometheus_format(make_cluster: Any, study_files: list[bytes]) -> None:
+    a, b = make_cluster(["a", "b"])
+    ids = a.upload(study_files[:5])
+    assert a.wait_job(send(a, "b", resources("Instance", *ids))["ID"])["State"] == "Success"
+    text = a.get("/tools/metrics-prometheus").text + b.get("/tools/metrics-prometheus").text
+    present = {line.split()[0] for line in text.splitlines() if line and line[0] != "#"}
+    assert set(ORIGINAL_METRICS) <= present, set(ORIGINAL_METRICS) - present
+    total = sum(len(f) for f in study_files[:5])
+    assert b.metric("orthanc_transfers_created_push_count") == 1
+    assert b.metric("orthanc_transfers_committed_push_count") == 1
+    assert b.metric("orthanc_transfers_push_total_received_bytes_count") == total
+    assert b.metric("orthanc_transfers_available_push_count") == 4
+    assert a.metric("orthanc_transfers_push_sent_bytes") > 0
+    assert a.metric("orthanc_transfers_jobs_succeeded_count") == 1
+    assert a.metric("orthanc_transfers_cache_miss_count") == 5
