@@ -92,8 +92,8 @@ def _note(r: RunResult) -> str:
         notes.append("wire = bucket payload bytes (plugin metric)")
     if r.cpu_other_s and r.seconds and r.cpu_other_s / r.seconds > 0.1:
         notes.append(f"other processes used {r.cpu_other_s / r.seconds:.2f} cores")
-    if r.resets:
-        notes.append(f"{r.resets} connection resets")
+    if r.resets or (r.settings.get("link", {}).get("reset_rate") and r.status == "ok"):
+        notes.append(f"{r.resets} of {r.connections} connections reset")
     if r.runs_seconds and len(r.runs_seconds) > 1:
         notes.append(f"median of {len(r.runs_seconds)} ({spread(r)})")
     if r.failed_runs:

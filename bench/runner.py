@@ -51,7 +51,8 @@ class RunResult:
     cpu_other_s: float | None = None        # every other process of the machine
     cpu_src_s_per_gb: float | None = None
     cpu_dst_s_per_gb: float | None = None
-    resets: int = 0
+    resets: int = 0                         # connections the proxies reset (flaky)
+    connections: int = 0                    # TCP connections through the proxies
     verified: bool | None = None
     phases: dict[str, object] | None = None
     job: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +96,6 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
         job = wait_job(started.server, started.job_id, _timeout(study, pair.profile))
     finally:
         samples = sampler.stop()
-    seconds = samples[-1].t
     result.job = {k: job.get(k) for k in ("Type", "State", "EffectiveRuntime", "ErrorDescription",
                                           "ErrorDetails", "Content")}
     for role, pid in pids.items():
@@ -103,16 +103,31 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
     if job["State"] != "Success":
         raise RuntimeError(f"job {job['State']}: {job.get('ErrorDescription')} "
                            f"{job.get('ErrorDetails') or ''}".strip())
+    _figures(result, samples, study, pair)
+    if result.wire_bytes is None and method.payload_metric is not None:
+        side, name = method.payload_metric
+        result.wire_bytes = int(servers[side].metric(name) - metric0)
+        result.wire_source = "plugin payload metric"
+    result.verified = _verify(pair)
+    if not result.verified:
+        raise RuntimeError("the target's copies are not byte-identical to the source's")
+    result.status = "ok"
+
+
+def _figures(result: RunResult, samples: list[measure.Sample], study: Study, pair: Pair) -> None:
+    """Time, throughput, CPU, wire bytes and phases of a successful transfer."""
+    seconds = samples[-1].t
     cpu = samples[-1].cpu
     gigabytes = study.size / 1e9
     result.seconds = round(seconds, 3)
     result.mb_s = round(study.size / 1e6 / seconds, 2)
     result.cpu_src_s, result.cpu_dst_s = round(cpu["src"], 2), round(cpu["dst"], 2)
     result.cpu_bench_s = round(cpu["bench"], 2)
-    result.cpu_other_s = round(max(0.0, cpu["machine"] - cpu["src"] - cpu["dst"] - cpu["bench"]), 2)
+    others = cpu["machine"] - cpu["src"] - cpu["dst"] - cpu["bench"]
+    result.cpu_other_s = round(max(0.0, others), 2)
     result.cpu_src_s_per_gb = round(cpu["src"] / gigabytes, 1)
     result.cpu_dst_s_per_gb = round(cpu["dst"] / gigabytes, 1)
-    result.resets = pair.resets()
+    result.resets, result.connections = pair.resets(), pair.connections()
     wire = samples[-1].wire
     if wire is not None:
         result.wire_bytes, result.wire_source = wire, "proxy"
@@ -121,14 +136,6 @@ def _measure(pair: Pair, method: Method, study: Study, result: RunResult) -> Non
             result.link_limit_s = round(wire * 8 / profile.bandwidth + 2 * profile.delay, 3)
             result.link_pct = round(100 * result.link_limit_s / seconds, 1)
         result.phases = measure.phases(samples, seconds, profile.bandwidth)
-    elif method.payload_metric is not None:
-        side, name = method.payload_metric
-        result.wire_bytes = int(servers[side].metric(name) - metric0)
-        result.wire_source = "plugin payload metric"
-    result.verified = _verify(pair)
-    if not result.verified:
-        raise RuntimeError("the target's copies are not byte-identical to the source's")
-    result.status = "ok"
 
 
 def _verify(pair: Pair) -> bool:
@@ -141,7 +148,10 @@ def run_once(profile: LinkProfile, method: Method, study: Study, *,
     """``transfers``: our options on both servers; ``plugin``: the copy of the plugin to
     load (default: the live ``plugin/`` directory); ``max_quiet_wait``: first wait up to
     that long for other processes to calm down."""
-    settings: dict[str, Any] = {"transfers": dict(transfers or {})}
+    settings: dict[str, Any] = {
+        "transfers": dict(transfers or {}),
+        "link": {"delay_s": profile.delay, "bandwidth_bps": profile.bandwidth,
+                 "reset_rate": profile.reset_rate}}
     if plugin is not None:
         settings["plugin_origin"] = plugin.origin
         settings["plugin_fingerprint"] = plugin.fingerprint

@@ -1,10 +1,13 @@
 """Vary the plugin's settings on one link: ``python3 -m bench.sweep [options]``.
 
-Runs every combination of ``--threads`` x ``--bucket-kb`` x ``--gzip-level`` for each
-method on one profile (fresh servers per run, as in :mod:`bench.run`) and prints one
-row per run with the time split of :func:`bench.measure.phases`. The values are set in
-the ``Transfers`` section of both servers (``Threads``, ``BucketSize``, ``GzipLevel``);
-the table shows the effective ones, as logged by the plugin at start-up.
+    python3 -m bench.sweep --profile wan100 --size default \\
+        --set Threads=4,8,16 --set BucketSize=1024,4096 --methods push-gzip,pull-gzip
+
+Runs every combination of the ``--set`` values (options of the ``Transfers`` section,
+set on both servers) for each method on one profile, with fresh servers per run as in
+:mod:`bench.run`, and prints one row per run with the time split of
+:func:`bench.measure.phases`. The settings columns show the effective values, as the
+plugin logged them at start-up.
 """
 
 from __future__ import annotations
@@ -13,77 +16,87 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 from devkit.wan_proxy import PROFILES
 
 from . import report
 from .methods import METHODS, Method
-from .runner import RunResult, run_once
+from .runner import RunResult, median_run, run_once
 from .snapshot import PluginSnapshot, snapshot_plugin
 from .study import SIZES, Study, build_study
 
+SHOWN = ("Threads", "BucketSize", "GzipLevel", "CommitThreadsCount")
 
-def _ints(value: str) -> list[int | None]:
-    return [int(v) for v in value.split(",") if v.strip()]
+
+def _setting(text: str) -> tuple[str, list[int]]:
+    name, _, values = text.partition("=")
+    try:
+        return name.strip(), [int(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=1,2,3, got {text!r}") from None
 
 
 def _percent(value: object) -> str:
     return f"{value:.0f} %" if isinstance(value, int | float) else "n/a"
 
 
-def _row(r: RunResult) -> str:
+def _num(values: dict[str, object], key: str) -> str:
+    value = values.get(key)
+    return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
+
+
+def _row(r: RunResult, shown: list[str]) -> str:
     p = r.phases or {}
-    t = r.settings.get("plugin") or r.settings.get("transfers", {})
-    cells = [str(t.get(k, "?")) for k in ("Threads", "BucketSize", "GzipLevel")] + [r.method]
-    if r.status != "ok":
+    effective = r.settings.get("plugin") or r.settings.get("transfers", {})
+    cells = [str(effective.get(k, "?")) for k in shown] + [r.method]
+    if r.status != "ok" or r.seconds is None:
         return "| " + " | ".join([*cells, r.status.upper(), (r.error or "")[:120]]) + " |"
-    wire = (r.wire_bytes or 0) / 1e6
-
-    def num(key: str) -> str:
-        value = p.get(key)
-        return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
-
-    cells += [f"{r.seconds:.2f}", f"{r.mb_s:.1f}", f"{wire:.1f}",
+    seconds = f"{r.seconds:.2f}"
+    if len(r.runs_seconds) > 1:
+        seconds += f" ({min(r.runs_seconds):.1f}-{max(r.runs_seconds):.1f})"
+    cells += [seconds, f"{r.mb_s:.1f}", f"{(r.wire_bytes or 0) / 1e6:.1f}",
               _percent(r.link_pct),
-              f"{num('before_s')} / {num('data_s')} / {num('after_s')}",
+              f"{_num(p, 'before_s')} / {_num(p, 'data_s')} / {_num(p, 'after_s')}",
               _percent(p.get("link_busy_pct")),
-              f"{num('cpu_src_data_cores')} / {num('cpu_dst_data_cores')}",
+              f"{_num(p, 'cpu_src_data_cores')} / {_num(p, 'cpu_dst_data_cores')}",
               f"{r.cpu_src_s_per_gb} / {r.cpu_dst_s_per_gb}",
-              f"{(r.cpu_other_s or 0) / (r.seconds or 1):.2f}"]
+              f"{(r.cpu_other_s or 0) / r.seconds:.2f}"]
     return "| " + " | ".join(cells) + " |"
 
 
 def _sweep(args: argparse.Namespace, methods: list[Method], study: Study,
            plugin: PluginSnapshot) -> list[RunResult]:
-    head = ("| Threads | BucketSize KiB | zlib | method | s | MB/s | wire MB | % link limit "
+    grid: dict[str, list[int]] = dict(args.set)
+    shown = list(SHOWN) + [k for k in grid if k not in SHOWN]
+    head = ("| " + " | ".join(shown) + " | method | s | MB/s | wire MB | % link limit "
             "| before / bulk / after s | link busy in bulk | cores src/dst in bulk "
             "| CPU s/GB src/dst | other cores |")
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * (len(shown) + 10)]
     results = []
-    for threads, bucket, level, method in itertools.product(
-            args.threads, args.bucket_kb, args.gzip_level, methods):
-        if level != args.gzip_level[0] and method.name.endswith("-none"):
-            continue      # the level does not matter without compression
-        values = {"Threads": threads, "BucketSize": bucket, "GzipLevel": level}
-        result = run_once(PROFILES[args.profile], method, study,
-                          transfers={k: v for k, v in values.items() if v is not None},
-                          plugin=plugin, max_quiet_wait=args.quiet_wait)
-        results.append(result)
-        lines.append(_row(result))
-        print(lines[-1], flush=True)
+    for values in itertools.product(*grid.values()):
+        transfers: dict[str, Any] = dict(zip(grid, values, strict=True))
+        for method in methods:
+            result = median_run([
+                run_once(PROFILES[args.profile], method, study, transfers=transfers,
+                         plugin=plugin, max_quiet_wait=args.quiet_wait)
+                for _ in range(args.repeat)])
+            results.append(result)
+            lines.append(_row(result, shown))
+            print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.sweep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m bench.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default="wan100")
     parser.add_argument("--methods", default="push-gzip,pull-gzip")
-    parser.add_argument("--threads", type=_ints, default=[None],
-                        help="comma-separated values (default: the plugin's)")
-    parser.add_argument("--bucket-kb", type=_ints, default=[None])
-    parser.add_argument("--gzip-level", type=_ints, default=[None])
+    parser.add_argument("--set", type=_setting, action="append", default=[],
+                        metavar="NAME=V1,V2", help="a Transfers option and its values")
     parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median)")
     parser.add_argument("--quiet-wait", type=float, default=30.0)
     parser.add_argument("--plugin-rev", metavar="REV",
                         help="git revision of the plugin (default: copy of the working tree)")

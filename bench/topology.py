@@ -55,6 +55,10 @@ class Pair:
     def resets(self) -> int:
         return sum(p.counters.resets for p in (self.to_target, self.to_source) if p is not None)
 
+    def connections(self) -> int:
+        return sum(p.counters.connections for p in (self.to_target, self.to_source)
+                   if p is not None)
+
     def pids(self) -> dict[str, int]:
         pids: dict[str, int] = {}
         for role, server in (("src", self.source), ("dst", self.target)):

@@ -76,6 +76,12 @@ class TransfersApp:
         self.engine.start()
         self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
+        if self.host.python_plugin_version().startswith("4.0"):
+            self.host.log_warning(
+                "Transfers: the Python plugin 4.0 never frees the bodies of PUT/POST requests "
+                "to Python routes, so a push receiver keeps what it receives in memory until "
+                "Orthanc restarts; prefer pull mode (RemoteSelf) towards this Orthanc, or a "
+                "newer orthanc-python")
 
     def _count_jobs(self, job: JobRecord, event: JobEvent) -> None:
         """Metrics of the jobs (a notification: never raises into the engine)."""

@@ -101,6 +101,12 @@ class OrthancHost:
 
         orthanc.RegisterRestCallback(regex, callback)
 
+    def python_plugin_version(self) -> str:
+        try:
+            return str(json.loads(orthanc.RestApiGet("/plugins/python")).get("Version", ""))
+        except orthanc.OrthancException:
+            return ""
+
     def extend_explorer(self, javascript: str) -> None:
         orthanc.ExtendOrthancExplorer(javascript)
 

@@ -1,16 +1,15 @@
 """Fixtures of the load tests: real Orthanc servers, real DICOM, big volumes.
 
-Load tests are marked ``load`` and run only when asked for (``-m load``, or the
-environment variable ``ORTHANC_TRANSFERS_LOAD=1``): a plain ``pytest tests`` skips them,
-they take minutes and gigabytes. Probes and helpers are in ``load_probes.py``; the
-figures of every test go to ``artifacts/load-figures.json`` at the end of the session.
+Load tests are marked ``load``, which pyproject's ``addopts`` deselects: they run with
+``-m load`` (``make test-load``) and take minutes and gigabytes. Probes and helpers are
+in ``load_probes.py``; the figures of every test are merged into
+``artifacts/load-figures.json`` at the end of the session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -19,24 +18,9 @@ from load_probes import ClusterFactory
 
 from devkit.orthanc_server import REPO, OrthancServer, start_cluster
 
-LOAD_ENV = "ORTHANC_TRANSFERS_LOAD"
 FIGURES_PATH = REPO / "artifacts" / "load-figures.json"
 
 _LIVE: list[OrthancServer] = []
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Until pyproject's [tool.pytest.ini_options].markers lists it.
-    config.addinivalue_line("markers", "load: long load tests, run by make test-load")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "load" in (config.getoption("markexpr", "") or "") or os.environ.get(LOAD_ENV) == "1":
-        return
-    skip = pytest.mark.skip(reason=f"load test: run with -m load (or {LOAD_ENV}=1)")
-    for item in items:
-        if item.get_closest_marker("load") is not None:
-            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -188,6 +189,27 @@ def upload_zip(server: OrthancServer, files: list[bytes], timeout: float = 300) 
     statuses = {a.get("Status") for a in answers}
     assert statuses == {"Success"}, f"not all stored as new instances: {statuses}"
     return [str(a["ID"]) for a in answers]
+
+
+def follow_job(server: OrthancServer, job_id: str,
+               timeout: float) -> tuple[dict[str, Any], dict[str, float]]:
+    """Wait for a job to end, noting how long it spent in each ``Content.Phase``."""
+    phases: dict[str, float] = {}
+    current, since = "", time.monotonic()
+
+    def finished() -> dict[str, Any] | None:
+        nonlocal current, since
+        job: dict[str, Any] = server.get_json(f"/jobs/{job_id}")
+        phase = str(job.get("Content", {}).get("Phase", ""))
+        now = time.monotonic()
+        if phase != current:
+            if current:
+                phases[current] = phases.get(current, 0.0) + now - since
+            current, since = phase, now
+        return job if job["State"] in ("Success", "Failure") else None
+
+    job: dict[str, Any] = wait_for(finished, timeout, f"job {job_id} to finish", interval=0.25)
+    return job, {phase: round(seconds, 1) for phase, seconds in phases.items()}
 
 
 def study_of(server: OrthancServer, instance_id: str) -> str:

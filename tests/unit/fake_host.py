@@ -102,6 +102,9 @@ class FakeHost:
     def register_route(self, regex: str, handler: Handler) -> None:
         self.routes[regex] = handler
 
+    def python_plugin_version(self) -> str:
+        return "test"
+
     def extend_explorer(self, javascript: str) -> None:
         self.explorer_js.append(javascript)
 
