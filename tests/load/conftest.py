@@ -1,8 +1,9 @@
 """Fixtures of the load tests: real Orthanc servers, real DICOM, big volumes.
 
-Load tests are marked ``load``, which pyproject's ``addopts`` deselects: they run with
-``-m load`` (``make test-load``) and take minutes and gigabytes. Probes and helpers are
-in ``load_probes.py``; the figures of every test are merged into
+Servers come from ``make_cluster`` (``devkit.pytest_servers``, loaded by the top-level
+``conftest.py``). Load tests are marked ``load``, which pyproject's ``addopts``
+deselects: they run with ``-m load`` (``make test-load``) and take minutes and
+gigabytes. Probes and helpers are in ``load_probes.py``; the figures of every test are merged into
 ``artifacts/load-figures.json`` at the end of the session.
 """
 
@@ -10,46 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from load_probes import ClusterFactory
 
-from devkit.orthanc_server import REPO, OrthancServer, start_cluster
+from devkit.orthanc_server import REPO
 
 FIGURES_PATH = REPO / "artifacts" / "load-figures.json"
-
-_LIVE: list[OrthancServer] = []
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed:
-        for server in _LIVE:
-            report.sections.append((f"Orthanc {server.name} log", server.log_tail(80)))
-
-
-
-@pytest.fixture
-def make_cluster() -> Iterator[ClusterFactory]:
-    """Start servers that know each other as peers; stopped and removed when the test ends."""
-    started: list[OrthancServer] = []
-
-    def make(names: list[str], **kwargs: Any) -> list[OrthancServer]:
-        servers = start_cluster(names, **kwargs)
-        started.extend(servers)
-        _LIVE.extend(servers)
-        return servers
-
-    yield make
-    for server in started:
-        _LIVE.remove(server)
-        server.cleanup()
-
 
 @pytest.fixture(scope="session")
 def figures() -> Iterator[dict[str, Any]]:

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from devkit.orthanc_server import OrthancServer, wait_for
@@ -24,10 +24,6 @@ STAGING_KINDS = ("pull", "send", "push")
 #: Threads an Orthanc may have more after the transfers than before them.
 THREAD_SLACK = 4
 MIB = 1024 * 1024
-
-#: The ``make_cluster`` fixture: ``make_cluster(names, **start_cluster options)``.
-ClusterFactory = Callable[..., list[OrthancServer]]
-
 
 # -- /proc probes ---------------------------------------------------------------------
 

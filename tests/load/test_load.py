@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from load_probes import (
     MIB,
-    ClusterFactory,
     RssSampler,
     file_md5,
     follow_job,
@@ -35,6 +34,7 @@ from pydicom.uid import generate_uid
 
 from devkit import dicom_data
 from devkit.orthanc_server import OrthancServer, resources, wait_for
+from devkit.pytest_servers import ClusterFactory
 
 
 def md5_hex(data: bytes) -> str:
