@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,8 @@ class PushWork:
                                   gzip_level=config.gzip_level, threads=config.threads,
                                   cores=os.cpu_count() or 1)
 
+        dropped = threading.Event()
+
         def put(index: int) -> list[int]:
             data = self._bucket_bytes(plan.buckets[index])
             encoding, level = chooser.choose(data)
@@ -227,7 +230,8 @@ class PushWork:
             except RetriesExhausted as e:
                 if not _is_corruption(e.last):
                     raise
-                return []     # the receiver dropped a corrupted instance: next round resends
+                dropped.set()  # the receiver forgot a corrupted instance: resent next round
+                return []
             stats.bucket_done(len(payload), plan.buckets[index].size)
             self._services.metrics.add("push_sent_bytes", len(payload))
             self._services.publish_cache_metrics()
@@ -236,7 +240,10 @@ class PushWork:
 
         pending = [i for i in range(len(plan.buckets)) if i not in held]
         for _ in range(COMPLETION_ROUNDS):
+            dropped.clear()
             run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH")
+            if not dropped.is_set():
+                return          # every PUT was accepted: no round trip to ask what is held
             still_held = self._held_buckets(client)
             if not isinstance(still_held, set):
                 return          # an original receiver, or already committed
