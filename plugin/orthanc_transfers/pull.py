@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .buckets import Bucket, plan_buckets
@@ -37,12 +36,11 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import InstanceInfo, TransferQuery
+from .protocol import InstanceInfo
 from .retry import run_with_retries
-from .services import Services
 from .staging import DownloadArea
-from .transfer import TransferStats, failure_reason, transfer_content
-from .workers import InFlight, run_parallel
+from .transfer import TransferStats, TransferWork, failure_reason, transfer_content
+from .workers import run_parallel
 
 PULL_JOB_TYPE = "PullTransfer"
 #: How many times one instance may fail its MD5 check before the job fails.
@@ -73,19 +71,8 @@ def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
     return len(answer.body), data
 
 
-class PullWork:
-    def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
-        self.query = TransferQuery.from_wire(request)
-        self.job_id = job_id
-        self._services = services
-        self.stats = TransferStats()
-        self.failure: dict[str, Any] | None = None
-        self._peer_encodings: frozenset[str] = frozenset()
-        self._in_flight = InFlight(services.config.threads)
-
-    @property
-    def directory(self) -> Path:
-        return self._services.staging_root / "pull" / self.job_id
+class PullWork(TransferWork):
+    kind = "pull"
 
     # -- Work protocol ----------------------------------------------------------------
 
@@ -95,12 +82,6 @@ class PullWork:
         if self.query.originator is not None:
             content["Originator"] = self.query.originator
         return content
-
-    def progress(self) -> float:
-        return self.stats.progress()
-
-    def discard(self) -> None:
-        DownloadArea.discard_directory(self.directory)
 
     def run(self, context: RunContext) -> None:
         self.failure = None
@@ -115,7 +96,7 @@ class PullWork:
                 self.failure = failure_reason(e, self.query.peer)
             raise
         self.stats.phase = "Done"
-        DownloadArea.discard_directory(self.directory)
+        self.discard()
 
     # -- phases -----------------------------------------------------------------------
 
@@ -163,7 +144,7 @@ class PullWork:
         if saved is not None and all(known.get(i.id) == i for i in saved[0]):
             todo, buckets = saved
         else:
-            DownloadArea.discard_directory(self.directory)
+            self.discard()
             todo = [info for info in remote
                     if self._services.stored_md5(info.id) != info.md5]
             buckets = plan_buckets(todo, self._services.config.bucket_size,

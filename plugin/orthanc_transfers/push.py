@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets
@@ -37,12 +35,11 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import TransferQuery
 from .retry import run_with_retries
 from .services import Services
 from .staging import plan_signature
-from .transfer import TransferStats, failure_reason, transfer_content
-from .workers import InFlight, run_parallel
+from .transfer import TransferStats, TransferWork, failure_reason, transfer_content
+from .workers import run_parallel
 
 PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
@@ -50,21 +47,13 @@ STATE_FILE = "push.json"
 COMPLETION_ROUNDS = 3
 
 
-class PushWork:
+class PushWork(TransferWork):
+    kind = "send"
+
     def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
-        self.query = TransferQuery.from_wire(request)
-        self.job_id = job_id
-        self._services = services
-        self.stats = TransferStats()
-        self.failure: dict[str, Any] | None = None
+        super().__init__(services, job_id, request)
         self._headers: dict[str, str] = {}
         self._path = ""
-        self._peer_encodings: frozenset[str] = frozenset()
-        self._in_flight = InFlight(services.config.threads)
-
-    @property
-    def directory(self) -> Path:
-        return self._services.staging_root / "send" / self.job_id
 
     # -- Work protocol ----------------------------------------------------------------
 
@@ -73,12 +62,6 @@ class PushWork:
         if self._path:
             content["RemoteTransaction"] = self._path
         return content
-
-    def progress(self) -> float:
-        return self.stats.progress()
-
-    def discard(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def run(self, context: RunContext) -> None:
         self.failure = None

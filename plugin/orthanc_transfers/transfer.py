@@ -1,13 +1,19 @@
-"""What pull and push jobs share: their counters, their Content, their failure reason."""
+"""What pull and push jobs share: their state, counters, Content and failure reason."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import IntegrityError, PeerError, RetriesExhausted
 from .protocol import TransferQuery, round_kb, round_mb
+from .workers import InFlight
+
+if TYPE_CHECKING:
+    from .services import Services
 
 #: Progress shares of the phases: lookup, transfer; the import takes the rest.
 LOOKUP_SHARE, DOWNLOAD_SHARE = 0.02, 0.88
@@ -95,3 +101,30 @@ def transfer_content(query: TransferQuery, stats: TransferStats,
     if failure:
         content["FailureReason"] = failure
     return content
+
+
+class TransferWork:
+    """The part of ``PullWork`` and ``PushWork`` that is the same: the query, the
+    counters, the failure, the peer's encodings, the requests in flight, and a staging
+    folder ``<staging>/<kind>/<job id>`` that goes with the job."""
+
+    kind = ""                  # folder under the staging directory: "pull" or "send"
+
+    def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
+        self.query = TransferQuery.from_wire(request)
+        self.job_id = job_id
+        self._services = services
+        self.stats = TransferStats()
+        self.failure: dict[str, Any] | None = None
+        self._peer_encodings: frozenset[str] = frozenset()
+        self._in_flight = InFlight(services.config.threads)
+
+    @property
+    def directory(self) -> Path:
+        return self._services.staging_root / self.kind / self.job_id
+
+    def progress(self) -> float:
+        return self.stats.progress()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
