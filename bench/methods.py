@@ -2,10 +2,11 @@
 
 Every method is started asynchronously and followed on ``/jobs/{id}`` of the server
 that runs it, so all methods are timed the same way (request to ``Success`` seen by a
-50 ms poll). Orthanc's own methods run on the source: ``peers-store``
+20 ms poll). Orthanc's own methods run on the source: ``peers-store``
 (``/peers/{peer}/store``) and ``stow`` (the DICOMweb plugin's STOW-RS client). Ours:
 ``push-*`` (``/transfers/send`` on the source, peer without ``RemoteSelf``) and
-``pull-*`` (``/transfers/pull`` on the target).
+``pull-*`` (``/transfers/pull`` on the target); ``*-during`` ask for
+``ImportDuringTransfer`` (each instance imported once verified, not all at the end).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from devkit.orthanc_server import OrthancServer
 
 from .topology import SOURCE, TARGET, Pair
 
-POLL_INTERVAL = 0.05
+POLL_INTERVAL = 0.02
 
 
 class Unavailable(Exception):
@@ -68,15 +69,18 @@ def _stow(pair: Pair, study: str) -> Started:
     return Started(pair.source, _answer(response, "STOW-RS")["ID"])
 
 
-def _query(peer: str, study: str, compression: str) -> dict[str, Any]:
-    return {"Resources": [{"Level": "Study", "ID": study}], "Peer": peer,
-            "Compression": compression}
+def _query(peer: str, study: str, compression: str, during: bool) -> dict[str, Any]:
+    query: dict[str, Any] = {"Resources": [{"Level": "Study", "ID": study}], "Peer": peer,
+                             "Compression": compression}
+    if during:
+        query["ImportDuringTransfer"] = True
+    return query
 
 
-def _push(compression: str) -> Callable[[Pair, str], Started]:
+def _push(compression: str, during: bool = False) -> Callable[[Pair, str], Started]:
     def start(pair: Pair, study: str) -> Started:
         answer = _answer(pair.source.post("/transfers/send",
-                                          json=_query(TARGET, study, compression)),
+                                          json=_query(TARGET, study, compression, during)),
                          "/transfers/send")
         if "ID" not in answer:
             raise RuntimeError(f"/transfers/send did not start a push job: {answer}")
@@ -84,10 +88,10 @@ def _push(compression: str) -> Callable[[Pair, str], Started]:
     return start
 
 
-def _pull(compression: str) -> Callable[[Pair, str], Started]:
+def _pull(compression: str, during: bool = False) -> Callable[[Pair, str], Started]:
     def start(pair: Pair, study: str) -> Started:
         answer = _answer(pair.target.post("/transfers/pull",
-                                          json=_query(SOURCE, study, compression)),
+                                          json=_query(SOURCE, study, compression, during)),
                          "/transfers/pull")
         return Started(pair.target, answer["ID"])
     return start
@@ -103,11 +107,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("push-none", _push("none"), PUSH_METRIC),
     Method("pull-gzip", _pull("gzip"), PULL_METRIC),
     Method("pull-none", _pull("none"), PULL_METRIC),
+    Method("push-gzip-during", _push("gzip", during=True), PUSH_METRIC),
+    Method("pull-gzip-during", _pull("gzip", during=True), PULL_METRIC),
 )}
 
 
 def wait_job(server: OrthancServer, job_id: str, timeout: float) -> dict[str, Any]:
-    """Poll ``/jobs/{id}`` every 50 ms until Success or Failure."""
+    """Poll ``/jobs/{id}`` every 20 ms until Success or Failure."""
     deadline = time.monotonic() + timeout
     while True:
         response = server.get(f"/jobs/{job_id}", timeout=30)

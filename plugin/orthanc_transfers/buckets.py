@@ -10,7 +10,7 @@ built and parsed here too, since they are lists of buckets.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,17 +129,22 @@ class PushPlan:
     instances: tuple[InstanceInfo, ...]
     buckets: tuple[Bucket, ...]
     compression: Compression
+    #: Ours (original receivers ignore it): import each instance once it is verified.
+    import_during_transfer: bool | None = None
 
     @property
     def total_size(self) -> int:
         return sum(info.size for info in self.instances)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "Instances": [info.to_wire() for info in self.instances],
             "Buckets": [bucket.to_wire() for bucket in self.buckets],
             "Compression": self.compression.value,
         }
+        if self.import_during_transfer is not None:
+            body["ImportDuringTransfer"] = self.import_during_transfer
+        return body
 
     @classmethod
     def from_wire(cls, body: Any, max_instance_size: int) -> PushPlan:
@@ -164,7 +169,10 @@ class PushPlan:
                 raise BadRequest(f"instance {info.id} declares {info.size} bytes, more than "
                                  f"the limit of {max_instance_size} (Transfers.MaxInstanceSize)")
         buckets = tuple(_parse_bucket(raw, sizes, index) for index, raw in enumerate(raw_buckets))
-        return cls(instances, buckets, compression)
+        during = body.get("ImportDuringTransfer")
+        if "ImportDuringTransfer" in body and not isinstance(during, bool):
+            raise BadRequest(f"'ImportDuringTransfer' must be true or false, got {during!r}")
+        return cls(instances, buckets, compression, during)
 
 
 def _parse_bucket(raw: Any, sizes: dict[str, int], index: int) -> Bucket:
@@ -194,6 +202,22 @@ def buckets_by_instance(buckets: Sequence[Bucket]) -> dict[str, list[int]]:
         for chunk in bucket.chunks:
             owners.setdefault(chunk.instance_id, []).append(index)
     return owners
+
+
+def slices_first(buckets: Sequence[Bucket], indexes: Iterable[int]) -> list[int]:
+    """``indexes`` with the slices of split instances first, the order kept otherwise.
+
+    A split instance is complete only when its last slice lands. Sending its slices
+    first completes it early, so that with ImportDuringTransfer Orthanc stores it while
+    the small instances are still on the wire, instead of at the very end.
+    """
+    owners = buckets_by_instance(buckets)
+
+    def is_slice(index: int) -> bool:
+        chunks = buckets[index].chunks
+        return len(chunks) == 1 and len(owners[chunks[0].instance_id]) > 1
+
+    return sorted(indexes, key=lambda index: not is_slice(index))
 
 
 def covers_every_byte(instances: Sequence[InstanceInfo], buckets: Sequence[Bucket]) -> list[str]:

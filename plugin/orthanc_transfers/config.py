@@ -90,6 +90,7 @@ class TransfersConfig:
     concurrent_jobs: int = DEFAULT_CONCURRENT_JOBS
     restrict_chunks_to_transfers: bool = False
     import_through_http: bool = True
+    import_during_transfer: bool = False
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
 
@@ -112,6 +113,7 @@ class TransfersConfig:
             "HttpTimeout": self.http_timeout,
             "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
             "ImportThroughHttp": self.import_through_http,
+            "ImportDuringTransfer": self.import_during_transfer,
             "ConcurrentJobs": self.concurrent_jobs,
             "JobsHistorySize": self.jobs_history_size,
         }
@@ -181,6 +183,7 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         staging_directory=os.path.abspath(staging),
         restrict_chunks_to_transfers=restrict,
         import_through_http=_boolean(section, "ImportThroughHttp", True),
+        import_during_transfer=_boolean(section, "ImportDuringTransfer", False),
         # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
         http_timeout=http_timeout,
         jobs_history_size=int(_global_number(configuration, "JobsHistorySize",

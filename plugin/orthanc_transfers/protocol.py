@@ -254,6 +254,8 @@ class TransferQuery:
     priority: int = 0
     originator: str | None = None
     sender_transfer_id: str | None = None
+    #: Ours: import each instance once verified (None: Transfers.ImportDuringTransfer).
+    import_during_transfer: bool | None = None
 
     @classmethod
     def from_wire(cls, body: Any) -> TransferQuery:
@@ -271,13 +273,17 @@ class TransferQuery:
         # Sent as the sender-transfer-id header: printable ASCII only.
         if "SenderTransferID" in body and not _HEADER_VALUE.fullmatch(body["SenderTransferID"]):
             raise BadRequest("'SenderTransferID' must be 1 to 256 printable ASCII characters")
+        during = body.get("ImportDuringTransfer")
+        if "ImportDuringTransfer" in body and not isinstance(during, bool):
+            raise BadRequest(f"'ImportDuringTransfer' must be true or false, got {during!r}")
         return cls(resources=tuple(parse_resources(body.get("Resources"))),
                    raw_resources=tuple(body["Resources"]),
                    peer=peer,
                    compression=Compression.parse(body.get("Compression")),
                    priority=priority,
                    originator=body.get("Originator"),
-                   sender_transfer_id=body.get("SenderTransferID"))
+                   sender_transfer_id=body.get("SenderTransferID"),
+                   import_during_transfer=during)
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"Resources": list(self.raw_resources), "Peer": self.peer,
@@ -287,4 +293,6 @@ class TransferQuery:
             body["Originator"] = self.originator
         if self.sender_transfer_id is not None:
             body["SenderTransferID"] = self.sender_transfer_id
+        if self.import_during_transfer is not None:
+            body["ImportDuringTransfer"] = self.import_during_transfer
         return body

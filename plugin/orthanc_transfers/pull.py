@@ -5,7 +5,8 @@ instances this Orthanc already stores with the same MD5 are skipped; buckets are
 (or the plan of an interrupted attempt is reused) and fetched with ``GET
 /transfers/chunks/...`` on ``Threads`` threads, each with its own retries and backoff;
 each instance is MD5-checked as soon as its last byte lands (a mismatch fetches its
-buckets again); the import starts only when everything is verified.
+buckets again); the import starts only when everything is verified, or, with
+``ImportDuringTransfer``, as soon as each instance is.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .buckets import Bucket, plan_buckets
-from .commit import import_area
+from .buckets import Bucket, plan_buckets, slices_first
+from .commit import ImportStream, import_area
 from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
@@ -79,6 +80,7 @@ class PullWork(TransferWork):
     def content(self) -> dict[str, Any]:
         content = transfer_content(self.query, self.stats, self.failure, "Downloaded")
         content["SkippedInstances"] = self.stats.skipped_instances
+        content["ImportDuringTransfer"] = self._import_during_transfer()
         if self.query.originator is not None:
             content["Originator"] = self.query.originator
         return content
@@ -89,8 +91,16 @@ class PullWork(TransferWork):
         try:
             client = self._services.client(self.query.peer)
             area = self._prepare(client, context)
-            self._download(client, area, context)
-            self._import(area, context)
+            stream = self._import_stream(area, context)
+            try:
+                self._download(client, area, context, stream)
+                if stream is not None:
+                    stream.finish()
+            except BaseException:
+                if stream is not None:
+                    stream.abort()
+                raise
+            self._import(area, context, stream.imported if stream is not None else set())
         except TransfersError as e:
             if not isinstance(e, Cancelled | Paused):
                 self.failure = failure_reason(e, self.query.peer)
@@ -171,7 +181,27 @@ class PullWork(TransferWork):
             raise StagingError(f"Not enough space in the staging directory {root}: "
                                f"{needed} bytes needed, {free} free")
 
-    def _download(self, client: PeerClient, area: DownloadArea, context: RunContext) -> None:
+    def _import_during_transfer(self) -> bool:
+        during = self.query.import_during_transfer
+        return self._services.config.import_during_transfer if during is None else during
+
+    def _import_stream(self, area: DownloadArea, context: RunContext) -> ImportStream | None:
+        if not self._import_during_transfer():
+            return None
+        self.stats.to_import = len(area.instances)
+        stream = ImportStream(self._services, area, check=context.check,
+                              on_imported=lambda _: self._imported(context))
+        for instance_id in sorted(area.verified):       # staged by an earlier attempt
+            stream.submit(instance_id)
+        return stream
+
+    def _imported(self, context: RunContext) -> None:
+        with self.stats.lock:
+            self.stats.imported += 1
+        context.changed()
+
+    def _download(self, client: PeerClient, area: DownloadArea, context: RunContext,
+                  stream: ImportStream | None) -> None:
         stats = self.stats
         stats.phase = "Transfer"
         stats.started = stats.last_query = time.monotonic()
@@ -184,6 +214,8 @@ class PullWork(TransferWork):
         metrics = self._services.metrics
 
         def fetch(index: int) -> list[int]:
+            if stream is not None:
+                stream.raise_if_failed()
             if area.is_done(index):
                 return []
             bucket = area.buckets[index]
@@ -210,23 +242,20 @@ class PullWork(TransferWork):
                     if md5_failures[instance_id] >= MAX_MD5_FAILURES:
                         raise
                     again.extend(area.buckets_of(instance_id))
+                    continue
+                if stream is not None:
+                    stream.submit(instance_id)
             context.changed()
             return again
 
         try:
-            run_parallel(area.pending_buckets(), fetch, self._in_flight, context.check,
-                         "TF-PULL")
+            run_parallel(slices_first(area.buckets, area.pending_buckets()), fetch,
+                         self._in_flight, context.check, "TF-PULL")
         finally:
             area.flush()
 
-    def _import(self, area: DownloadArea, context: RunContext) -> None:
-        stats = self.stats
-        stats.phase = "Import"
-        stats.to_import = len(area.instances)
-
-        def imported(_: str) -> None:
-            with stats.lock:
-                stats.imported += 1
-            context.changed()
-
-        import_area(self._services, area, check=context.check, on_imported=imported)
+    def _import(self, area: DownloadArea, context: RunContext, imported: set[str]) -> None:
+        self.stats.phase = "Import"
+        self.stats.to_import = len(area.instances)
+        import_area(self._services, area, check=context.check,
+                    on_imported=lambda _: self._imported(context), imported=imported)

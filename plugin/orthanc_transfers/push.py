@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from .buckets import Bucket, PushPlan, plan_buckets
+from .buckets import Bucket, PushPlan, plan_buckets, slices_first
 from .encoding import ENCODING_HEADER, EncodingChooser, encode
 from .errors import (
     Cancelled,
@@ -61,6 +61,8 @@ class PushWork(TransferWork):
         content = transfer_content(self.query, self.stats, self.failure, "Uploaded")
         if self._path:
             content["RemoteTransaction"] = self._path
+        if self.query.import_during_transfer is not None:      # else the receiver decides
+            content["ImportDuringTransfer"] = self.query.import_during_transfer
         return content
 
     def run(self, context: RunContext) -> None:
@@ -93,7 +95,8 @@ class PushWork(TransferWork):
                                compression=self.query.compression)
         self.stats.total_instances = len(instances)
         self.stats.total_size = sum(info.size for info in instances)
-        return PushPlan(tuple(instances), tuple(buckets), self.query.compression)
+        return PushPlan(tuple(instances), tuple(buckets), self.query.compression,
+                        self.query.import_during_transfer)
 
     def _open_transaction(self, client: PeerClient, plan: PushPlan,
                           context: RunContext) -> set[int] | None:
@@ -221,7 +224,8 @@ class PushWork(TransferWork):
             context.changed()
             return []
 
-        pending = [i for i in range(len(plan.buckets)) if i not in held]
+        pending = slices_first(plan.buckets, (i for i in range(len(plan.buckets))
+                                              if i not in held))
         for _ in range(COMPLETION_ROUNDS):
             dropped.clear()
             run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH")

@@ -11,6 +11,9 @@ Same wire format as the original, with the improvements of reference §20:
 * ``MaxPushTransactions`` never evicts an active transaction: an idle one goes, or the
   newcomer gets a retryable 503; idle transactions expire after
   ``PushTransactionTimeout``;
+* with ``ImportDuringTransfer`` (this receiver's option, or the sender's request),
+  each verified instance is imported while the others are still arriving, and the
+  commit waits only for the last ones;
 * transactions live on disk (plan + manifest), survive a restart, and a sender that
   runs this plugin asks ``GET /transfers/push/{id}`` which buckets are held (an
   extension the original has not: it answers 405 there).
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .buckets import PushPlan
-from .commit import import_area
+from .commit import ImportStream, import_area
 from .encoding import Encoding, decode, local_encodings
 from .errors import (
     BadRequest,
@@ -61,6 +64,13 @@ class PushTransaction:
     in_flight: int = 0
     committing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stream: ImportStream | None = None          # ImportDuringTransfer
+
+    def abandon(self) -> None:
+        """Stop importing and delete the staged files (the transaction is gone)."""
+        if self.stream is not None:
+            self.stream.abort()
+        self.area.discard()
 
     def idle_for(self) -> float:
         return 0.0 if self.in_flight or self.committing else time.monotonic() - self.last_active
@@ -131,6 +141,10 @@ class PushReceiver:
             directory = self.root / tx_id
             area = DownloadArea(directory, plan.instances, plan.buckets)
             tx = PushTransaction(tx_id, plan.compression, area)
+            during = plan.import_during_transfer
+            if during if during is not None else self._services.config.import_during_transfer:
+                tx.stream = ImportStream(self._services, area, check=lambda: None,
+                                         on_imported=lambda _: None)
             (directory / TRANSACTION_FILE).write_text(json.dumps(
                 {"Compression": plan.compression.value, "Created": tx.created}))
             self._transactions[tx_id] = tx
@@ -147,6 +161,8 @@ class PushReceiver:
                     or int(index_text) >= len(tx.area.buckets):
                 raise UnknownResource(f"Push transaction {tx_id} has no bucket {index_text} "
                                       f"(it has {len(tx.area.buckets)})")
+            if tx.stream is not None:
+                tx.stream.raise_if_failed()     # Orthanc refused an instance: say so now
             index = int(index_text)
             bucket = tx.area.buckets[index]
             data = decode(body, _encoding(encoding_name, tx.compression), bucket.size)
@@ -156,6 +172,8 @@ class PushReceiver:
                 except IntegrityError:        # its buckets were forgotten: must come again
                     self._services.metrics.add("corrupted_instances_count")
                     raise
+                if tx.stream is not None:
+                    tx.stream.submit(instance_id)
             self._services.metrics.add("push_received_bucket_bytes", len(body))
         finally:
             self._leave(tx)
@@ -181,10 +199,19 @@ class PushReceiver:
         try:
             missing = tx.area.pending_buckets()
             if missing:
+                held = "only verified instances were" if tx.stream else "nothing was"
                 raise Conflict(
-                    f"Push transaction {tx_id} misses {len(missing)} bucket(s), nothing was "
+                    f"Push transaction {tx_id} misses {len(missing)} bucket(s), {held} "
                     f"imported (first missing: {missing[0]})")
-            import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None)
+            imported: set[str] = set()
+            stream, tx.stream = tx.stream, None       # a retried commit imports the rest
+            if stream is not None:
+                try:
+                    stream.finish()
+                finally:
+                    imported = stream.imported
+            import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None,
+                        imported=imported)
         finally:
             with self._lock:
                 tx.committing = False
@@ -204,7 +231,7 @@ class PushReceiver:
             if tx.committing:
                 raise Conflict(f"Push transaction {tx_id} is being committed")
             del self._transactions[tx_id]
-        tx.area.discard()
+        tx.abandon()
         self._services.metrics.add("discarded_push_count")
         self._publish()
 
@@ -234,7 +261,7 @@ class PushReceiver:
         now = time.monotonic()
         for tx in [t for t in self._transactions.values() if t.idle_for() > self._timeout()]:
             del self._transactions[tx.id]
-            tx.area.discard()
+            tx.abandon()
         for tx_id in [k for k, t in self._committed.items() if now - t > COMMITTED_MEMORY]:
             del self._committed[tx_id]
 
@@ -246,7 +273,7 @@ class PushReceiver:
                 "(Transfers.MaxPushTransactions); retry later")
         victim = max(idle, key=lambda t: t.idle_for())
         del self._transactions[victim.id]
-        victim.area.discard()
+        victim.abandon()
         self._services.host.log_warning(f"An inactive push transaction has been discarded: "
                                         f"{victim.id}")
         self._services.metrics.add("aborted_push_count")

@@ -1,10 +1,11 @@
 """The source side: which instances a query means, their descriptors, their bytes.
 
 Serves ``/transfers/lookup``, ``/transfers/chunks`` and the push sender. Size and MD5
-come from what Orthanc already stores for the ``dicom`` attachment, so nothing is read
-before the first byte is sent (reference §20.4); only when Orthanc has no MD5
-(``StoreMD5ForAttachments`` off) is the file read and hashed. Whole files are kept in
-an LRU cache of ``CacheSize`` bytes, and concurrent loads of one instance are merged.
+come from what Orthanc already stores for the ``dicom`` attachment, so a lookup reads
+no file (reference §20.4); only when Orthanc has no MD5 (``StoreMD5ForAttachments``
+off) is the file read and hashed. Whole files are kept in an LRU cache of ``CacheSize``
+bytes, concurrent loads of one instance are merged, and after a lookup the files asked
+for first are read in the background while the answer crosses the link.
 """
 
 from __future__ import annotations
@@ -104,6 +105,33 @@ class InstanceSource:
                 with self._lock:
                     del self._loading[instance_id]
                 loading.set()
+
+    def prefetch(self, instances: Sequence[InstanceInfo], budget: int,
+                 split_size: int) -> threading.Thread:
+        """Load into the cache, in the background, the files the receiver asks for first.
+
+        A lookup answer is followed, one round trip later, by the first chunk requests:
+        reading meanwhile takes the file reads out of the first buckets' latency. Our
+        receivers fetch the instances they split (``split_size`` or more) first, then
+        the others in ID order; ``budget`` bytes at most, so the cache keeps its files.
+        """
+        first = [i for i in instances if i.size >= split_size] + \
+            [i for i in instances if i.size < split_size]
+
+        def load() -> None:
+            loaded = 0
+            for info in first:
+                if loaded + info.size > budget:
+                    return
+                try:
+                    self.read(info.id)
+                except TransfersError:      # deleted since the lookup: the chunk says so
+                    continue
+                loaded += info.size
+
+        thread = threading.Thread(target=load, name="TF-PREFETCH", daemon=True)
+        thread.start()
+        return thread
 
     def read_range(self, instance_ids: Sequence[str], offset: int, size: int) -> bytes:
         """The bytes a chunk request asks for (slicing of reference §3.6)."""

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
+#: A round trip (seconds) above which a link counts as long before any bucket is timed.
+LONG_RTT = 0.02
 
 
 class InFlight:
@@ -50,9 +52,15 @@ class InFlight:
 
     def target(self) -> int:
         with self._lock:
-            if self._rtt is None or not self._request:
+            if self._rtt is None:
                 return self.base
-            share = min(1.0, self._rtt / self._request)
+            if not self._request:
+                # No bucket has come back yet. On a long link the first wave would end
+                # all at once (the requests share the bandwidth) and leave it idle for
+                # a round trip: start with more, as if a request took two round trips.
+                share = 0.5 if self._rtt >= LONG_RTT else 0.0
+            else:
+                share = min(1.0, self._rtt / self._request)
         return min(self.cap, math.floor(self.base * (1.0 + share) + 0.5))
 
 
@@ -98,8 +106,8 @@ def run_parallel(items: Iterable[T], work: Callable[[T], Iterable[T]],
             thread.start()
 
     grow()
-    while any(thread.is_alive() for thread in pool):
-        pool[-1].join(0.2)
+    while alive := [thread for thread in pool if thread.is_alive()]:
+        alive[0].join(0.2)       # not a finished thread's join, which would spin
         grow()
     for thread in pool:
         thread.join()

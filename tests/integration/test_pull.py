@@ -267,3 +267,57 @@ def test_parallel_import_through_orthancs_http_api(make_cluster: Any, tmp_path: 
     assert b.instance_md5s() == a.instance_md5s()
     fell_back = "using RestApiPost instead" in b.log_path.read_text()
     assert fell_back is not http_allowed
+
+
+#: About 3 s for the test study: long enough to see imports while buckets still move.
+SLOWER = LinkProfile("slower", delay=0.005, bandwidth=40e6)
+
+
+def test_import_during_transfer_stores_verified_instances_before_the_end(
+        make_cluster: Any, make_proxy: Any, study_files: list[bytes]) -> None:
+    a, b = make_cluster(["a", "b"], config=SMALL_BUCKETS)
+    link = make_proxy(a, SLOWER)
+    b.request("PUT", "/peers/a", json={"Url": link.url}).raise_for_status()
+    ids = a.upload(study_files)
+    job_id = pull(b, "a", resources("Instance", *ids), "gzip", ImportDuringTransfer=True)
+
+    def stored_while_transferring() -> bool:
+        job = b.get_json(f"/jobs/{job_id}")
+        assert job["State"] in ("Pending", "Running"), job
+        return job["Content"]["Phase"] == "Transfer" and bool(b.get_json("/instances"))
+
+    wait_for(stored_while_transferring, 30, "an instance stored while buckets move")
+    job = b.wait_job(job_id)
+    assert job["State"] == "Success", job
+    assert job["Content"]["ImportDuringTransfer"] is True
+    assert b.instance_md5s() == a.instance_md5s()
+
+
+def test_import_during_transfer_source_dies_then_resubmit(make_cluster: Any, make_proxy: Any,
+                                                          study_files: list[bytes]) -> None:
+    config = {"Transfers": {**SMALL_BUCKETS["Transfers"], "ImportDuringTransfer": True}}
+    a, b = make_cluster(["a", "b"], config=config)
+    link = make_proxy(a, SLOWER)
+    b.request("PUT", "/peers/a", json={"Url": link.url}).raise_for_status()
+    ids = a.upload(study_files)
+    job_id = pull(b, "a", resources("Instance", *ids), "gzip")
+    wait_for(lambda: bool(b.get_json("/instances")), 30, "a first instance stored")
+    a.kill()
+    failed = b.wait_job(job_id)
+    assert failed["State"] == "Failure"
+    assert failed["Content"]["ImportDuringTransfer"] is True
+    done_before = failed["Content"]["CompletedHttpQueries"]
+    held = b.instance_md5s()
+    # What the receiver holds is whole and verified: the source's bytes, nothing else.
+    a.start()
+    source_md5s = a.instance_md5s()
+    assert held and len(held) < len(ids)
+    assert all(source_md5s[i] == md5 for i, md5 in held.items())
+
+    assert b.post(f"/jobs/{job_id}/resubmit").json() == {}
+    assert b.wait_job(job_id)["State"] == "Success"
+    assert b.instance_md5s() == source_md5s
+    content = b.get_json(f"/jobs/{job_id}")["Content"]
+    served_after_restart = a.metric("orthanc_transfers_chunks_served_count")
+    assert done_before > 0 and content["ReusedBuckets"] >= done_before
+    assert served_after_restart == content["TotalBuckets"] - content["ReusedBuckets"]

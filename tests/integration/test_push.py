@@ -211,3 +211,25 @@ def test_metrics_in_prometheus_format(make_cluster: Any, study_files: list[bytes
     assert a.metric("orthanc_transfers_push_sent_bytes") > 0
     assert a.metric("orthanc_transfers_jobs_succeeded_count") == 1
     assert a.metric("orthanc_transfers_cache_miss_count") == 5
+
+
+def test_push_with_import_during_transfer(make_cluster: Any, make_proxy: Any,
+                                          study_files: list[bytes]) -> None:
+    """The receiver stores verified instances while the other buckets still arrive."""
+    a, b = make_cluster(["a", "b"], config=SMALL_BUCKETS)
+    link = make_proxy(b, LinkProfile("slower", delay=0.005, bandwidth=40e6))
+    a.request("PUT", "/peers/b", json={"Url": link.url}).raise_for_status()
+    ids = a.upload(study_files)
+    job_id = send(a, "b", resources("Instance", *ids), "gzip", ImportDuringTransfer=True)["ID"]
+
+    def stored_while_transferring() -> bool:
+        job = a.get_json(f"/jobs/{job_id}")
+        assert job["State"] in ("Pending", "Running"), job
+        return job["Content"]["Phase"] == "Transfer" and bool(b.get_json("/instances"))
+
+    wait_for(stored_while_transferring, 30, "an instance stored while buckets move")
+    job = a.wait_job(job_id)
+    assert job["State"] == "Success", job
+    assert job["Content"]["ImportDuringTransfer"] is True
+    assert b.instance_md5s() == a.instance_md5s()
+    assert b.metric("orthanc_transfers_active_push_count") == 0

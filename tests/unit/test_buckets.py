@@ -15,6 +15,7 @@ from orthanc_transfers.buckets import (
     buckets_by_instance,
     covers_every_byte,
     plan_buckets,
+    slices_first,
     split_instance,
 )
 from orthanc_transfers.errors import BadRequest
@@ -76,6 +77,28 @@ def test_bucket_serialization_round_trip_keeps_pull_uri() -> None:
     plan = PushPlan(instances, (D123,), Compression.NONE)
     parsed = PushPlan.from_wire(plan.to_wire(), max_instance_size=MIB)
     assert parsed.buckets[0].pull_uri(Compression.NONE) == D123.pull_uri(Compression.NONE)
+
+
+def test_push_plan_carries_import_during_transfer_only_when_set() -> None:
+    instances = (info("d1", 10), info("d2", 20), info("d3", 30))
+    assert "ImportDuringTransfer" not in PushPlan(instances, (D123,), Compression.NONE).to_wire()
+    plan = PushPlan(instances, (D123,), Compression.NONE, True)
+    wire = plan.to_wire()
+    assert wire["ImportDuringTransfer"] is True
+    assert PushPlan.from_wire(wire, max_instance_size=MIB) == plan
+    with pytest.raises(BadRequest, match="ImportDuringTransfer"):
+        PushPlan.from_wire({**wire, "ImportDuringTransfer": "yes"}, max_instance_size=MIB)
+
+
+def test_slices_first_moves_split_instances_ahead_keeping_the_order() -> None:
+    instances = [info("a1", 10), info("b2", 45), info("c3", 10), info("d4", 25)]
+    buckets = plan_buckets(instances, 10)      # b2 and d4 are split
+    order = slices_first(buckets, range(len(buckets)))
+    ids = [buckets[i].chunks[0].instance_id for i in order]
+    split = [i for i in ids if i in ("b2", "d4")]
+    assert ids[:len(split)] == split and ids[len(split):] == ["a1", "c3"]
+    assert order[:len(split)] == sorted(order[:len(split)])
+    assert slices_first(buckets, [len(buckets) - 1, 0]) == [len(buckets) - 1, 0]
 
 
 # -- TransferScheduler ------------------------------------------------------------------

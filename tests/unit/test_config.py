@@ -66,7 +66,8 @@ BAD_VALUES = [(option, value) for option in ALL_OPTIONS
               for value in (-1, "4", True, 1.5, None, [4])]
 BAD_VALUES += [(option, 0) for option in FORBIDDEN_ZERO]
 BAD_VALUES += [("HttpRetryBackoff", -1), ("HttpRetryBackoff", "1"),
-               ("HttpRetryBackoffMax", False)]
+               ("HttpRetryBackoffMax", False), ("ImportDuringTransfer", "true"),
+               ("ImportDuringTransfer", 1), ("ImportThroughHttp", None)]
 
 
 @pytest.mark.parametrize(("option", "value"), BAD_VALUES)
@@ -189,3 +190,9 @@ def test_find_unknown_peer() -> None:
 def test_find_peer_bad_name(name: Any) -> None:
     with pytest.raises(BadRequest):
         find_peer(PEERS_CONFIGURATION, name)
+
+
+def test_import_during_transfer_is_off_unless_asked() -> None:
+    assert parse_transfers_config({}).import_during_transfer is False
+    on = parse_transfers_config({"Transfers": {"ImportDuringTransfer": True}})
+    assert on.import_during_transfer is True and on.describe()["ImportDuringTransfer"] is True

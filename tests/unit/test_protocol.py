@@ -288,6 +288,15 @@ def test_transfer_query_from_wire_defaults() -> None:
     assert query.originator is None and query.sender_transfer_id is None
 
 
+def test_transfer_query_import_during_transfer_is_forwarded_only_when_given() -> None:
+    assert TransferQuery.from_wire(query_body()).import_during_transfer is None
+    assert "ImportDuringTransfer" not in TransferQuery.from_wire(query_body()).to_wire()
+    for value in (True, False):
+        query = TransferQuery.from_wire(query_body(ImportDuringTransfer=value))
+        assert query.import_during_transfer is value
+        assert query.to_wire()["ImportDuringTransfer"] is value
+
+
 def test_transfer_query_round_trip() -> None:
     body = query_body(Priority=-10, Originator="o-1", SenderTransferID="t-1",
                       Resources=[{"Level": "series", "ID": ID}])
@@ -312,6 +321,8 @@ BAD_QUERIES = {
     "Originator not a string": query_body(Originator=5),
     "Originator null": query_body(Originator=None),
     "SenderTransferID not a string": query_body(SenderTransferID=["x"]),
+    "ImportDuringTransfer not a boolean": query_body(ImportDuringTransfer="yes"),
+    "ImportDuringTransfer null": query_body(ImportDuringTransfer=None),
 }
 
 

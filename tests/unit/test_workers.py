@@ -123,10 +123,12 @@ def test_in_flight_starts_at_threads_and_grows_with_latency() -> None:
     lan = InFlight(4)
     assert lan.target() == 4                      # nothing measured yet
     lan.observe_rtt(0.001)
+    assert lan.target() == 4                      # a short link, no bucket timed yet
     lan.observe_request(0.05)
     assert lan.target() == 4                      # latency is 2 % of a request
     wan = InFlight(4)
     wan.observe_rtt(0.2)
+    assert wan.target() == 6                      # a long link: 1.5 x before any timing
     wan.observe_request(0.75)
     assert wan.target() == 5                      # 4 x (1 + 0.27), rounded
     wan.observe_rtt(0.5)                          # the smallest round trip is kept
