@@ -36,6 +36,8 @@ LEVELS = {
 GZIP_LEVEL = 1
 #: Largest value of ``offset``/``size`` in a chunk request (a signed 32-bit integer).
 MAX_CHUNK_ARGUMENT = 2**31 - 1
+#: Ours, on a push commit: seconds the receiver may wait for buckets still in flight.
+COMMIT_WAIT_HEADER = "X-Transfers-Commit-Wait"
 
 
 class Compression(enum.Enum):

@@ -2,7 +2,9 @@
 
 Expand the resources, describe each instance from what Orthanc stores (no file is read
 to start), plan buckets (no URL cap), open a transaction with ``POST /transfers/push``,
-``PUT`` the buckets on ``Threads`` threads, then ``POST .../commit``. The ``Path`` of
+``PUT`` the buckets on ``Threads`` threads, then ``POST .../commit`` (to a receiver of
+ours, as soon as the last bucket has started: it waits for the buckets in flight, so
+the commit's round trip overlaps the end of the upload). The ``Path`` of
 the creation answer is followed verbatim and its cookies are replayed (sticky load
 balancers), with the headers of reference §5.5.
 
@@ -20,6 +22,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets, slices_first
@@ -35,6 +38,7 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
+from .protocol import COMMIT_WAIT_HEADER
 from .retry import run_with_retries
 from .services import Services
 from .staging import plan_signature
@@ -45,6 +49,41 @@ PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
 #: Rounds of "which buckets are missing?" before commit (our receivers only).
 COMPLETION_ROUNDS = 3
+#: What an early commit lets the receiver wait without HttpTimeout (seconds).
+MAX_COMMIT_WAIT = 600.0
+
+
+class EarlyCommit:
+    """A commit sent while the last buckets are still on the wire, on its own thread."""
+
+    def __init__(self, send: Callable[[], object]) -> None:
+        self._send = send
+        self._thread = threading.Thread(target=self._run, name="TF-PUSH-COMMIT", daemon=True)
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def _run(self) -> None:
+        try:
+            self._send()
+        except BaseException as e:
+            self.error = e
+        finally:
+            self._done.set()
+
+    def succeeded(self, check: Callable[[], None]) -> bool:
+        """Wait for the answer (a pause or cancel stops waiting); False if never sent."""
+        if not self.started:
+            return False
+        while not self._done.wait(0.1):
+            check()
+        return self.error is None
 
 
 class PushWork(TransferWork):
@@ -72,10 +111,11 @@ class PushWork(TransferWork):
         try:
             client = self._services.client(self.query.peer)
             plan = self._plan()
+            self._services.prefetch_first(plan.instances)
             held = self._open_transaction(client, plan, context)
             if held is not None:
-                self._send(client, plan, held, context)
-                self._commit(client, context)
+                early = self._send(client, plan, held, context)
+                self._commit(client, context, early)
         except TransfersError as e:
             if not isinstance(e, Cancelled | Paused):
                 self.failure = failure_reason(e, self.query.peer)
@@ -175,7 +215,8 @@ class PushWork(TransferWork):
         return {i for i in received if isinstance(i, int)}
 
     def _send(self, client: PeerClient, plan: PushPlan, held: set[int],
-              context: RunContext) -> None:
+              context: RunContext) -> EarlyCommit | None:
+        """PUT what the receiver lacks; a receiver of ours is sent the commit early."""
         stats = self.stats
         stats.phase = "Transfer"
         stats.started = stats.last_query = time.monotonic()
@@ -224,19 +265,23 @@ class PushWork(TransferWork):
             context.changed()
             return []
 
+        early = EarlyCommit(lambda: self._send_commit(client, wait=True)) \
+            if self._peer_encodings else None
         pending = slices_first(plan.buckets, (i for i in range(len(plan.buckets))
                                               if i not in held))
         for _ in range(COMPLETION_ROUNDS):
             dropped.clear()
-            run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH")
+            run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH",
+                         on_drained=early.start if early and not early.started else None)
             if not dropped.is_set():
-                return          # every PUT was accepted: no round trip to ask what is held
+                break           # every PUT was accepted: no round trip to ask what is held
             still_held = self._held_buckets(client)
             if not isinstance(still_held, set):
-                return          # an original receiver, or already committed
+                break           # an original receiver, or already committed
             pending = [i for i in range(len(plan.buckets)) if i not in still_held]
             if not pending:
-                return
+                break
+        return early if early is not None and early.started else None
 
     def _bucket_bytes(self, bucket: Bucket) -> bytes:
         source = self._services.source
@@ -244,14 +289,26 @@ class PushWork(TransferWork):
                  for chunk in bucket.chunks]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _commit(self, client: PeerClient, context: RunContext) -> None:
+    def _commit(self, client: PeerClient, context: RunContext,
+                early: EarlyCommit | None) -> None:
         self.stats.phase = "Commit"
         context.changed()
-        run_with_retries(
-            lambda: client.send("POST", f"{self._path}/commit", body=b"",
-                                headers=self._headers,
-                                timeout=self._services.config.peer_commit_timeout),
-            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+        if early is not None and early.succeeded(context.check):
+            return
+        # Never sent, or it failed: commit now (a committed transaction answers {}).
+        run_with_retries(lambda: self._send_commit(client, wait=False),
+                         self._services.retry_policy(), sleep=context.wait,
+                         should_stop=context.check)
+
+    def _send_commit(self, client: PeerClient, *, wait: bool) -> None:
+        timeout = self._services.config.peer_commit_timeout
+        headers = self._headers
+        if wait:     # as long as a bucket request may take, at most
+            seconds = self._services.config.http_timeout or MAX_COMMIT_WAIT
+            headers = {**headers, COMMIT_WAIT_HEADER: f"{seconds:g}"}
+            timeout = timeout + seconds if timeout else 0
+        client.send("POST", f"{self._path}/commit", body=b"", headers=headers,
+                    timeout=timeout)
 
     # -- failure handling and state ---------------------------------------------------
 

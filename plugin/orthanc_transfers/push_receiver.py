@@ -50,6 +50,8 @@ from .staging import DownloadArea
 EVICTABLE_AFTER = 60.0
 #: Committed transactions are remembered this long, for idempotent commits (seconds).
 COMMITTED_MEMORY = 3600.0
+#: Longest wait a sender may ask of a commit for its buckets still in flight (seconds).
+MAX_COMMIT_WAIT = 600.0
 TRANSACTION_FILE = "transaction.json"
 _BUCKET_NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -65,6 +67,7 @@ class PushTransaction:
     committing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     stream: ImportStream | None = None          # ImportDuringTransfer
+    arrival: threading.Condition = field(default_factory=threading.Condition)
 
     def abandon(self) -> None:
         """Stop importing and delete the staged files (the transaction is gone)."""
@@ -177,6 +180,8 @@ class PushReceiver:
             self._services.metrics.add("push_received_bucket_bytes", len(body))
         finally:
             self._leave(tx)
+        with tx.arrival:
+            tx.arrival.notify_all()
 
     def status(self, tx_id: str) -> dict[str, Any]:
         with self._lock:
@@ -185,7 +190,15 @@ class PushReceiver:
         tx = self._get(tx_id)
         return {**tx.status(), "Committed": False}
 
-    def commit(self, tx_id: str) -> None:
+    def commit(self, tx_id: str, wait: float = 0.0) -> None:
+        """Import the transaction; with ``wait`` (our senders, which commit while their
+        last buckets are on the wire), first wait up to that long for missing buckets."""
+        if wait > 0:
+            self._services.metrics.add("push_early_commit_count")
+            with self._lock:
+                tx = None if tx_id in self._committed else self._get(tx_id)
+            if tx is not None:
+                self._wait_for_buckets(tx, min(wait, MAX_COMMIT_WAIT))
         with self._lock:
             if tx_id in self._committed:
                 return                        # idempotent: it was imported already
@@ -236,6 +249,22 @@ class PushReceiver:
         self._publish()
 
     # -- internals --------------------------------------------------------------------
+
+    def _wait_for_buckets(self, tx: PushTransaction, seconds: float) -> None:
+        def settled() -> bool:
+            # A bucket being checked counts as in flight: its MD5 may yet fail.
+            with self._lock:
+                if self._transactions.get(tx.id) is not tx:
+                    return True
+                busy = tx.in_flight > 0
+            return not busy and not tx.area.count_pending()
+
+        # Woken by each bucket that lands; the short timeout notices a transaction that
+        # was deleted or expired meanwhile (notifying from there would invert lock order).
+        deadline = time.monotonic() + seconds
+        with tx.arrival:
+            while not settled() and (left := deadline - time.monotonic()) > 0:
+                tx.arrival.wait(min(left, 0.5))
 
     def _get(self, tx_id: str) -> PushTransaction:
         tx = self._transactions.get(tx_id)

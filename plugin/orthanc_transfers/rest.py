@@ -49,10 +49,7 @@ def post_lookup(app: TransfersApp, request: Request) -> Response:
     resources = parse_resources(body, "body")
     instances = app.source.describe_all(app.source.expand(resources))
     app.announcements.announce(info.id for info in instances)
-    config = app.config
-    app.source.prefetch(instances, budget=min(config.cache_size // 2,
-                                              2 * config.threads * config.bucket_size),
-                        split_size=2 * config.bucket_size)
+    app.services.prefetch_first(instances)
     return Response.json(lookup_answer(instances, app.originator), pretty=False)
 
 

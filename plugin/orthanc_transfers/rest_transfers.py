@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from .buckets import PushPlan
 from .encoding import ENCODING_HEADER, local_encodings
-from .errors import PeerProtocolError, UnknownResource
+from .errors import BadRequest, PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
-from .protocol import TransferQuery
+from .protocol import COMMIT_WAIT_HEADER, TransferQuery
 from .pull import PULL_JOB_TYPE
 from .push import PUSH_JOB_TYPE
 from .retry import run_with_retries
@@ -94,8 +94,22 @@ def put_push_bucket(app: TransfersApp, request: Request) -> Response:
 def post_push_commit(app: TransfersApp, request: Request) -> Response:
     if request.groups[1] != "commit":
         raise UnknownResource(f"Unknown route: {request.uri}")
-    app.push_receiver.commit(_transaction_id(request))
+    wait = request.headers.get(COMMIT_WAIT_HEADER.lower())
+    app.push_receiver.commit(_transaction_id(request), _commit_wait(wait))
     return Response(body="{}")
+
+
+def _commit_wait(value: str | None) -> float:
+    """The seconds a sender of ours lets a commit wait for buckets still in flight."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise BadRequest(f"{COMMIT_WAIT_HEADER} must be a number of seconds, got {value!r}")
+    return seconds
 
 
 ROUTES = [

@@ -5,6 +5,7 @@ Built once by ``app.py``; passed to every job so that nothing reads globals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .hostapi import Host
 from .importer import LocalImporter
 from .metrics import Metrics
 from .peers import PeerClient, SessionPool
+from .protocol import InstanceInfo
 from .retry import RetryPolicy
 from .source import InstanceSource
 
@@ -49,6 +51,14 @@ class Services:
         self.metrics.set("used_cache_size", cache.used)
         self.metrics.set("cache_hit_count", cache.hits)
         self.metrics.set("cache_miss_count", cache.misses)
+
+    def prefetch_first(self, instances: Sequence[InstanceInfo]) -> None:
+        """Read, in the background, the files a transfer sends first (two waves of
+        buckets), while a round trip (lookup answer, push creation) is on the link."""
+        config = self.config
+        self.source.prefetch(instances, budget=min(config.cache_size // 2,
+                                                   2 * config.threads * config.bucket_size),
+                             split_size=2 * config.bucket_size)
 
     def stored_md5(self, instance_id: str) -> str | None:
         """MD5 of an instance this Orthanc already stores, or None."""

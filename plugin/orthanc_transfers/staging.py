@@ -136,6 +136,10 @@ class DownloadArea:
         with self._lock:
             return [i for i in range(len(self.buckets)) if i not in self._done]
 
+    def count_pending(self) -> int:
+        with self._lock:
+            return len(self.buckets) - len(self._done)
+
     def is_done(self, index: int) -> bool:
         with self._lock:
             return index in self._done

@@ -65,27 +65,39 @@ class InFlight:
 
 
 def run_parallel(items: Iterable[T], work: Callable[[T], Iterable[T]],
-                 threads: int | InFlight, check: Callable[[], None], name: str) -> None:
-    """Run ``work`` on every item; raise the first error once every thread is done."""
+                 threads: int | InFlight, check: Callable[[], None], name: str,
+                 on_drained: Callable[[], None] | None = None) -> None:
+    """Run ``work`` on every item; raise the first error once every thread is done.
+
+    ``on_drained`` is called once, when the last queued item is taken (its work and
+    the others' may still be running): the push sender commits from there.
+    """
     queue: deque[T] = deque(items)
     lock = threading.Lock()
     errors: list[BaseException] = []
     in_flight = threads if isinstance(threads, InFlight) else InFlight(threads, threads)
     pool: list[threading.Thread] = []
+    drained = on_drained is None
 
-    def next_item() -> tuple[bool, T | None]:
+    def next_item() -> tuple[bool, T | None, bool]:
+        nonlocal drained
         with lock:
             if errors or not queue:
-                return False, None
-            return True, queue.popleft()
+                return False, None, False
+            item = queue.popleft()
+            last = not queue and not drained
+            drained = drained or last
+            return True, item, last
 
     def loop() -> None:
         while True:
             try:
                 check()
-                found, item = next_item()
+                found, item, last = next_item()
                 if not found:
                     return
+                if last and on_drained is not None:
+                    on_drained()
                 more = list(work(item))        # type: ignore[arg-type]
                 if more:
                     with lock:

@@ -168,6 +168,51 @@ def test_push_commit_is_idempotent_and_checks_completeness(pair: tuple[OrthancSe
     assert b.get_json("/instances") == [instance_id]
 
 
+def test_commit_sent_early_waits_for_the_buckets_in_flight(
+        pair: tuple[OrthancServer, OrthancServer], study_files: list[bytes]) -> None:
+    a, b = pair
+    b.wipe()
+    data = study_files[1]
+    instance_id = a.upload([data])[0]
+    plan = {"Instances": [{"ID": instance_id, "Size": str(len(data)),
+                           "MD5": hashlib.md5(data).hexdigest()}],
+            "Buckets": [[{"ID": instance_id, "Offset": "0", "Size": "1000"}],
+                        [{"ID": instance_id, "Offset": "1000", "Size": str(len(data) - 1000)}]],
+            "Compression": "none"}
+    path = b.post("/transfers/push", data=json.dumps(plan)).json()["Path"]
+    assert b.request("PUT", f"{path}/0", data=data[:1000]).json() == {}
+    wait = {"X-Transfers-Commit-Wait": "0.5"}
+    missing = b.post(f"{path}/commit", data=b"", headers=wait)     # nothing comes: 409
+    assert missing.status_code == 409 and b.get_json("/instances") == []
+    bad = b.post(f"{path}/commit", data=b"", headers={"X-Transfers-Commit-Wait": "soon"})
+    assert bad.status_code == 400 and "X-Transfers-Commit-Wait" in bad.json()["Message"]
+
+    answers: list[Any] = []
+    commit = threading.Thread(target=lambda: answers.append(b.post(
+        f"{path}/commit", data=b"", headers={"X-Transfers-Commit-Wait": "30"})))
+    commit.start()
+    threading.Event().wait(0.3)
+    assert commit.is_alive()                       # waiting for bucket 1
+    assert b.request("PUT", f"{path}/1", data=data[1000:]).json() == {}
+    commit.join(30)
+    assert answers[0].status_code == 200, answers[0].text
+    assert b.get_json("/instances") == [instance_id]
+    assert b.metric("orthanc_transfers_push_early_commit_count") >= 2
+
+
+def test_push_sends_its_commit_early_to_a_receiver_of_ours(
+        pair: tuple[OrthancServer, OrthancServer], study_files: list[bytes]) -> None:
+    a, b = pair
+    a.wipe()
+    b.wipe()
+    ids = a.upload(study_files)
+    before = b.metric("orthanc_transfers_push_early_commit_count")
+    job = a.wait_job(send(a, "b", resources("Instance", *ids), "gzip")["ID"])
+    assert job["State"] == "Success", job
+    assert b.metric("orthanc_transfers_push_early_commit_count") == before + 1
+    assert b.instance_md5s() == a.instance_md5s()
+
+
 def test_concurrent_uploads_to_one_receiver(pair: tuple[OrthancServer, OrthancServer],
                                             study_files: list[bytes]) -> None:
     a, b = pair

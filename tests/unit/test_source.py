@@ -175,3 +175,28 @@ def test_file_cache_put_twice_and_clear() -> None:
     assert cache.used == 4
     cache.clear()
     assert (cache.used, cache.get("a")) == (0, None)
+
+
+def test_prefetch_reads_split_instances_first_within_the_budget(
+        host: FakeHost, source: InstanceSource) -> None:
+    infos = source.describe_all(["0a", "0b", "0c", "0d"])     # sizes 0, 12, 7, 5
+    order: list[str] = []
+    original = host.get_dicom
+
+    def recording(instance_id: str) -> bytes:
+        order.append(instance_id)
+        return original(instance_id)
+
+    host.get_dicom = recording          # type: ignore[method-assign]
+    source.prefetch(infos, budget=20, split_size=10).join(5)
+    # 0b (12 bytes, "split") first, then the others in ID order until 20 bytes
+    assert order == ["0b", "0a", "0c"]
+    assert source.cache.get("0b") == FILES["0b"] and source.cache.get("0d") is None
+
+
+def test_prefetch_skips_an_instance_deleted_since_the_lookup(
+        host: FakeHost, source: InstanceSource) -> None:
+    infos = source.describe_all(["0c", "0d"])
+    del host.instances["0c"]
+    source.prefetch(infos, budget=100, split_size=100).join(5)
+    assert source.cache.get("0d") == FILES["0d"]

@@ -157,3 +157,22 @@ def test_run_parallel_adds_threads_when_in_flight_grows() -> None:
 
     run_parallel(range(30), work, in_flight, lambda: None, "T")
     assert len(names) >= 2
+
+
+def test_on_drained_is_called_once_when_the_last_item_is_taken() -> None:
+    from orthanc_transfers.workers import run_parallel
+
+    taken: list[int] = []
+    calls: list[list[int]] = []
+
+    def work(item: int) -> list[int]:
+        taken.append(item)
+        return [100] if item == 4 else []        # handed back after the drain
+
+    run_parallel(range(5), work, 1, lambda: None, "T",
+                 on_drained=lambda: calls.append(list(taken)))
+    assert calls == [[0, 1, 2, 3]]               # before the last item's work, once
+    assert taken == [0, 1, 2, 3, 4, 100]
+    empty: list[int] = []
+    run_parallel([], work, 2, lambda: None, "T", on_drained=lambda: empty.append(1))
+    assert empty == []
