@@ -54,6 +54,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
+def wait_stored_while_transferring(runner: OrthancServer, job_id: str,
+                                   receiver: OrthancServer, timeout: float = 30.0) -> None:
+    """Wait until ``receiver`` stores an instance while the transfer job ``job_id`` (on
+    ``runner``) is still moving buckets: what ImportDuringTransfer promises."""
+    def stored_while_transferring() -> bool:
+        job = runner.get_json(f"/jobs/{job_id}")
+        if job["State"] not in ("Pending", "Running"):
+            raise WaitTimeout(f"job {job_id} ended first: {job}")
+        return job["Content"]["Phase"] == "Transfer" and bool(receiver.get_json("/instances"))
+
+    wait_for(stored_while_transferring, timeout, "an instance stored while buckets move")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

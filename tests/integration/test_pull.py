@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from devkit.orthanc_server import OrthancServer, resources, wait_for
+from devkit.orthanc_server import (
+    OrthancServer,
+    resources,
+    wait_for,
+    wait_stored_while_transferring,
+)
 from devkit.wan_proxy import LinkProfile
 
 #: Slow enough that a test can act while buckets move (about 2 s for the test study).
@@ -280,13 +285,7 @@ def test_import_during_transfer_stores_verified_instances_before_the_end(
     b.request("PUT", "/peers/a", json={"Url": link.url}).raise_for_status()
     ids = a.upload(study_files)
     job_id = pull(b, "a", resources("Instance", *ids), "gzip", ImportDuringTransfer=True)
-
-    def stored_while_transferring() -> bool:
-        job = b.get_json(f"/jobs/{job_id}")
-        assert job["State"] in ("Pending", "Running"), job
-        return job["Content"]["Phase"] == "Transfer" and bool(b.get_json("/instances"))
-
-    wait_for(stored_while_transferring, 30, "an instance stored while buckets move")
+    wait_stored_while_transferring(b, job_id, b)
     job = b.wait_job(job_id)
     assert job["State"] == "Success", job
     assert job["Content"]["ImportDuringTransfer"] is True

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from devkit.orthanc_server import OrthancServer, resources, wait_for
+from devkit.orthanc_server import (
+    OrthancServer,
+    resources,
+    wait_for,
+    wait_stored_while_transferring,
+)
 from devkit.wan_proxy import LinkProfile
 
 SLOW = LinkProfile("slow", delay=0.005, bandwidth=100e6)
@@ -140,6 +145,15 @@ def test_a_flipped_byte_is_caught_before_any_import(make_cluster: Any, make_prox
     assert b.metric("orthanc_transfers_corrupted_instances_count") == 1
 
 
+def two_bucket_plan(instance_id: str, data: bytes) -> dict[str, Any]:
+    """A push creation body cutting one instance after its first 1000 bytes."""
+    return {"Instances": [{"ID": instance_id, "Size": str(len(data)),
+                           "MD5": hashlib.md5(data).hexdigest()}],
+            "Buckets": [[{"ID": instance_id, "Offset": "0", "Size": "1000"}],
+                        [{"ID": instance_id, "Offset": "1000", "Size": str(len(data) - 1000)}]],
+            "Compression": "none"}
+
+
 def test_push_commit_is_idempotent_and_checks_completeness(pair: tuple[OrthancServer,
                                                                        OrthancServer],
                                                            study_files: list[bytes]) -> None:
@@ -147,11 +161,7 @@ def test_push_commit_is_idempotent_and_checks_completeness(pair: tuple[OrthancSe
     b.wipe()
     data = study_files[0]
     instance_id = a.upload([data])[0]
-    plan = {"Instances": [{"ID": instance_id, "Size": str(len(data)),
-                           "MD5": hashlib.md5(data).hexdigest()}],
-            "Buckets": [[{"ID": instance_id, "Offset": "0", "Size": "1000"}],
-                        [{"ID": instance_id, "Offset": "1000", "Size": str(len(data) - 1000)}]],
-            "Compression": "none"}
+    plan = two_bucket_plan(instance_id, data)
     created = b.post("/transfers/push", data=json.dumps(plan)).json()
     path = created["Path"]
     assert path == f"/transfers/push/{created['ID']}"
@@ -174,11 +184,7 @@ def test_commit_sent_early_waits_for_the_buckets_in_flight(
     b.wipe()
     data = study_files[1]
     instance_id = a.upload([data])[0]
-    plan = {"Instances": [{"ID": instance_id, "Size": str(len(data)),
-                           "MD5": hashlib.md5(data).hexdigest()}],
-            "Buckets": [[{"ID": instance_id, "Offset": "0", "Size": "1000"}],
-                        [{"ID": instance_id, "Offset": "1000", "Size": str(len(data) - 1000)}]],
-            "Compression": "none"}
+    plan = two_bucket_plan(instance_id, data)
     path = b.post("/transfers/push", data=json.dumps(plan)).json()["Path"]
     assert b.request("PUT", f"{path}/0", data=data[:1000]).json() == {}
     wait = {"X-Transfers-Commit-Wait": "0.5"}
@@ -266,13 +272,7 @@ def test_push_with_import_during_transfer(make_cluster: Any, make_proxy: Any,
     a.request("PUT", "/peers/b", json={"Url": link.url}).raise_for_status()
     ids = a.upload(study_files)
     job_id = send(a, "b", resources("Instance", *ids), "gzip", ImportDuringTransfer=True)["ID"]
-
-    def stored_while_transferring() -> bool:
-        job = a.get_json(f"/jobs/{job_id}")
-        assert job["State"] in ("Pending", "Running"), job
-        return job["Content"]["Phase"] == "Transfer" and bool(b.get_json("/instances"))
-
-    wait_for(stored_while_transferring, 30, "an instance stored while buckets move")
+    wait_stored_while_transferring(a, job_id, b)
     job = a.wait_job(job_id)
     assert job["State"] == "Success", job
     assert job["Content"]["ImportDuringTransfer"] is True
