@@ -116,6 +116,7 @@ EXPLORER_JS = Path(__file__).with_name("explorer.js")
 def install(host: Host) -> TransfersApp:
     app = TransfersApp(host)
     host.log_warning("Transfers accelerator settings: " + json.dumps(app.config.describe()))
+    app.engine.load()             # saved jobs are listed as soon as HTTP answers
     register_routes(app)
     host.extend_explorer(EXPLORER_JS.read_text())
     host.on_started(app.start)

@@ -112,20 +112,33 @@ class JobEngine:
         self._lock = threading.RLock()
         self._sequence = 0
         self._stopping = False
+        self._loaded = False
         self.listeners: list[Callable[[JobRecord, JobEvent], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Reload saved jobs; those that were running or pending run again."""
+    def load(self) -> None:
+        """Reload saved jobs, so that they are listed at once; they run from ``start``.
+
+        Orthanc answers HTTP before it reports itself started: loading early means that
+        no ``GET /jobs/{id}`` of a saved job meets a 404 in between.
+        """
         with self._lock:
-            self._stopping = False
+            if self._loaded:
+                return
+            self._loaded = True
             for job in self._store.load_all():
                 if job.state is JobState.RUNNING:
                     job.state = JobState.PENDING
                 self._attach(job)
                 self._jobs[job.id] = job
                 self._sequence = max(self._sequence, job.sequence)
+
+    def start(self) -> None:
+        """Run again the jobs that were running or pending (Orthanc has started)."""
+        with self._lock:
+            self.load()
+            self._stopping = False
             self._schedule()
 
     def stop(self) -> None:

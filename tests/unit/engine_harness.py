@@ -90,12 +90,14 @@ class Harness:
             self.works[name] = FakeWork(name, self.started_order)
         return self.works[name]
 
-    def engine(self, concurrent_jobs: int = 2, history_size: int = 10) -> JobEngine:
+    def engine(self, concurrent_jobs: int = 2, history_size: int = 10,
+               start: bool = True) -> JobEngine:
         engine = JobEngine(JobStore(self.directory), self.factory,
                            concurrent_jobs=concurrent_jobs, history_size=history_size,
                            log_error=self.errors.append)
         self.engines.append(engine)
-        engine.start()
+        if start:
+            engine.start()
         return engine
 
     def submit(self, engine: JobEngine, name: str, priority: int = 0,

@@ -114,6 +114,22 @@ def test_a_job_saved_as_running_comes_back_pending(harness: Harness) -> None:
     wait_state(again, JobState.SUCCESS)
 
 
+def test_saved_jobs_are_listed_from_load_and_run_from_start(harness: Harness) -> None:
+    crashed = harness.engine()
+    job, _ = harness.submit(crashed, "a")
+    wait_state(job, JobState.RUNNING)
+    harness.works.clear()
+
+    loaded = harness.engine(start=False)
+    loaded.load()              # at plugin load: before Orthanc reports itself started
+    assert loaded.get(job.id).state is JobState.PENDING and harness.works["a"].runs == 0
+    loaded.start()
+    again = loaded.get(job.id)
+    wait_state(again, JobState.RUNNING)
+    harness.works["a"].release.set()
+    wait_state(again, JobState.SUCCESS)
+
+
 def test_corrupt_saved_job_is_set_aside(harness: Harness) -> None:
     harness.directory.mkdir(parents=True)
     (harness.directory / "broken.json").write_text("{not json")
