@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import importlib
 import io
+import os
 import threading
 import zlib
 from dataclasses import dataclass
@@ -51,15 +52,23 @@ def local_encodings() -> tuple[str, ...]:
     return ("zstd", "gzip", "none") if zstandard is not None else ("gzip", "none")
 
 
+#: Compressions running at once in this process: one per core. More only share the
+#: cores, so that every bucket of a wave is ready late instead of the first ones early
+#: (measured: 4 buckets at once on 2 cores were all ready after 64-100 ms, the first
+#: one alone after 33 ms), and the link waits for the first bytes.
+_ENCODERS = threading.BoundedSemaphore(os.cpu_count() or 1)
+
+
 def encode(data: bytes, encoding: Encoding, level: int) -> bytes:
     if encoding is Encoding.NONE:
         return data
-    if encoding is Encoding.ZSTD:
-        if zstandard is None:
-            raise IntegrityError("zstd is not available on this Orthanc (python3-zstandard)")
-        return bytes(zstandard.ZstdCompressor(level=level).compress(data))
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)   # one single gzip member
-    return compressor.compress(data) + compressor.flush()
+    if encoding is Encoding.ZSTD and zstandard is None:
+        raise IntegrityError("zstd is not available on this Orthanc (python3-zstandard)")
+    with _ENCODERS:
+        if encoding is Encoding.ZSTD:
+            return bytes(zstandard.ZstdCompressor(level=level).compress(data))
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)   # one single gzip member
+        return compressor.compress(data) + compressor.flush()
 
 
 def decode(payload: bytes, encoding: Encoding, expected_size: int) -> bytes:
