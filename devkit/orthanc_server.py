@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -67,11 +68,23 @@ def wait_stored_while_transferring(runner: OrthancServer, job_id: str,
     wait_for(stored_while_transferring, timeout, "an instance stored while buckets move")
 
 
+_HANDED_OUT: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port never handed out before in this process: the kernel may give
+    the same free port twice to servers that have not bound theirs yet (seen once: two
+    servers of a cluster on one HTTP port, the second one's readiness probe answered by
+    the first)."""
+    with _PORTS_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port: int = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def md5_hex(data: bytes) -> str:
@@ -150,7 +163,9 @@ class OrthancServer:
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"Orthanc exited with code {self.process.returncode}")
-        return self.session.get(self.url + "/system", timeout=2).status_code == 200
+        answer = self.session.get(self.url + "/system", timeout=2)
+        # The server on this port must be this one, not another that holds the port.
+        return answer.status_code == 200 and answer.json().get("Name") == self.config.get("Name")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
