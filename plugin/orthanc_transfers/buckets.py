@@ -20,6 +20,7 @@ from .protocol import (
     Compression,
     InstanceInfo,
     parse_decimal_string,
+    parse_optional_boolean,
     parse_orthanc_id,
     sort_instances,
 )
@@ -169,10 +170,8 @@ class PushPlan:
                 raise BadRequest(f"instance {info.id} declares {info.size} bytes, more than "
                                  f"the limit of {max_instance_size} (Transfers.MaxInstanceSize)")
         buckets = tuple(_parse_bucket(raw, sizes, index) for index, raw in enumerate(raw_buckets))
-        during = body.get("ImportDuringTransfer")
-        if "ImportDuringTransfer" in body and not isinstance(during, bool):
-            raise BadRequest(f"'ImportDuringTransfer' must be true or false, got {during!r}")
-        return cls(instances, buckets, compression, during)
+        return cls(instances, buckets, compression,
+                   parse_optional_boolean(body, "ImportDuringTransfer"))
 
 
 def _parse_bucket(raw: Any, sizes: dict[str, int], index: int) -> Bucket:

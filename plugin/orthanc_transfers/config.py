@@ -94,6 +94,10 @@ class TransfersConfig:
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
 
+    def imports_during_transfer(self, requested: bool | None) -> bool:
+        """A transfer's ``ImportDuringTransfer``: its request's, else this option."""
+        return self.import_during_transfer if requested is None else requested
+
     def describe(self) -> dict[str, Any]:
         """The effective settings, under their option names, for the start-up log."""
         return {

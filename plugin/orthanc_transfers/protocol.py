@@ -38,6 +38,9 @@ GZIP_LEVEL = 1
 MAX_CHUNK_ARGUMENT = 2**31 - 1
 #: Ours, on a push commit: seconds the receiver may wait for buckets still in flight.
 COMMIT_WAIT_HEADER = "X-Transfers-Commit-Wait"
+#: The longest such wait (seconds): what a receiver grants at most, and what a sender
+#: asks for when Orthanc's HttpTimeout is 0 (no timeout).
+MAX_COMMIT_WAIT = 600.0
 
 
 class Compression(enum.Enum):
@@ -121,6 +124,14 @@ def parse_decimal_string(value: Any, field: str) -> int:
         raise BadRequest(f"'{field}' must be a string holding a non-negative integer, "
                          f"got {value!r}")
     return int(value)
+
+
+def parse_optional_boolean(body: dict[str, Any], field: str) -> bool | None:
+    """An optional true/false field of a JSON body: None when absent, 400 otherwise."""
+    value = body.get(field)
+    if field in body and not isinstance(value, bool):
+        raise BadRequest(f"'{field}' must be true or false, got {value!r}")
+    return value
 
 
 def parse_resources(value: Any, field: str = "Resources") -> list[ResourceRef]:
@@ -275,9 +286,6 @@ class TransferQuery:
         # Sent as the sender-transfer-id header: printable ASCII only.
         if "SenderTransferID" in body and not _HEADER_VALUE.fullmatch(body["SenderTransferID"]):
             raise BadRequest("'SenderTransferID' must be 1 to 256 printable ASCII characters")
-        during = body.get("ImportDuringTransfer")
-        if "ImportDuringTransfer" in body and not isinstance(during, bool):
-            raise BadRequest(f"'ImportDuringTransfer' must be true or false, got {during!r}")
         return cls(resources=tuple(parse_resources(body.get("Resources"))),
                    raw_resources=tuple(body["Resources"]),
                    peer=peer,
@@ -285,7 +293,7 @@ class TransferQuery:
                    priority=priority,
                    originator=body.get("Originator"),
                    sender_transfer_id=body.get("SenderTransferID"),
-                   import_during_transfer=during)
+                   import_during_transfer=parse_optional_boolean(body, "ImportDuringTransfer"))
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"Resources": list(self.raw_resources), "Peer": self.peer,

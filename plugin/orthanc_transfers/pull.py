@@ -182,8 +182,7 @@ class PullWork(TransferWork):
                                f"{needed} bytes needed, {free} free")
 
     def _import_during_transfer(self) -> bool:
-        during = self.query.import_during_transfer
-        return self._services.config.import_during_transfer if during is None else during
+        return self._services.config.imports_during_transfer(self.query.import_during_transfer)
 
     def _import_stream(self, area: DownloadArea, context: RunContext) -> ImportStream | None:
         if not self._import_during_transfer():

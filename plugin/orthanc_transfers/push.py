@@ -38,7 +38,7 @@ from .errors import (
 )
 from .jobs import RunContext
 from .peers import PeerClient
-from .protocol import COMMIT_WAIT_HEADER
+from .protocol import COMMIT_WAIT_HEADER, MAX_COMMIT_WAIT
 from .retry import run_with_retries
 from .services import Services
 from .staging import plan_signature
@@ -49,8 +49,6 @@ PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
 #: Rounds of "which buckets are missing?" before commit (our receivers only).
 COMPLETION_ROUNDS = 3
-#: What an early commit lets the receiver wait without HttpTimeout (seconds).
-MAX_COMMIT_WAIT = 600.0
 
 
 class EarlyCommit:

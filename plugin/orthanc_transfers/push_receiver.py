@@ -42,7 +42,7 @@ from .errors import (
     StagingError,
     UnknownResource,
 )
-from .protocol import Compression
+from .protocol import MAX_COMMIT_WAIT, Compression
 from .services import Services
 from .staging import DownloadArea
 
@@ -50,8 +50,6 @@ from .staging import DownloadArea
 EVICTABLE_AFTER = 60.0
 #: Committed transactions are remembered this long, for idempotent commits (seconds).
 COMMITTED_MEMORY = 3600.0
-#: Longest wait a sender may ask of a commit for its buckets still in flight (seconds).
-MAX_COMMIT_WAIT = 600.0
 TRANSACTION_FILE = "transaction.json"
 _BUCKET_NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -144,8 +142,7 @@ class PushReceiver:
             directory = self.root / tx_id
             area = DownloadArea(directory, plan.instances, plan.buckets)
             tx = PushTransaction(tx_id, plan.compression, area)
-            during = plan.import_during_transfer
-            if during if during is not None else self._services.config.import_during_transfer:
+            if self._services.config.imports_during_transfer(plan.import_during_transfer):
                 tx.stream = ImportStream(self._services, area, check=lambda: None,
                                          on_imported=lambda _: None)
             (directory / TRANSACTION_FILE).write_text(json.dumps(

@@ -139,6 +139,8 @@ def _transfer_bodies(route: str) -> list[tuple[str, str, Any, int]]:
         ("POST", route, {**good, "Priority": True}, 400),
         ("POST", route, {**good, "Originator": 5}, 400),
         ("POST", route, {**good, "SenderTransferID": ["x"]}, 400),
+        ("POST", route, {**good, "ImportDuringTransfer": "yes"}, 400),
+        ("POST", route, {**good, "ImportDuringTransfer": None}, 400),
         ("GET", route, None, 405),
     ]
 
@@ -161,6 +163,8 @@ PUSH_INPUTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/transfers/push", {"Instances": [],
                                  "Buckets": [[{"ID": UNKNOWN_ID, "Offset": "0", "Size": "6"}]],
                                  "Compression": "none"}, 400),
+    ("POST", "/transfers/push", {"Instances": [], "Buckets": [], "Compression": "none",
+                                 "ImportDuringTransfer": 1}, 400),
     ("PUT", f"/transfers/push/{UNKNOWN_ID}/0", b"abc", 404),
     ("PUT", "/transfers/push/..%2f..%2fetc/0", b"abc", 404),
     ("POST", f"/transfers/push/{UNKNOWN_ID}/commit", b"", 404),
