@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test` (each sets up first).
 PYTHON ?= python3
 
-.PHONY: setup demo test test-load lint unit integration bench
+.PHONY: setup demo test test-debian13 test-load lint unit integration bench
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,11 @@ integration:
 
 test: setup lint
 	$(PYTHON) -m pytest tests -q -ra
+
+# The same suite on Debian 13 (Orthanc 1.12.7, Python plugin 5.0, Python 3.13), in a
+# chroot that scripts/debian13.sh makes once with debootstrap (root only).
+test-debian13:
+	bash scripts/debian13.sh python3 -m pytest tests -q -ra -p no:cacheprovider
 
 test-load: setup
 	$(PYTHON) -m pytest tests/load -q -ra -m load

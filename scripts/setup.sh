@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on Debian 12 (run as root): Orthanc 1.10 and
-# its Python plugin from Debian, the plugin's own dependency (python3-requests, for
-# /usr/bin/python3 inside Orthanc), Chromium for the browser test, and the Python
-# development tools for the tests, the demo and the benchmark.
+# its Python plugin from Debian, the plugin's own dependencies (python3-urllib3 and, for
+# adaptive encoding, python3-zstandard, for /usr/bin/python3 inside Orthanc), Chromium for
+# the browser test, and the Python development tools for the tests, the demo and the
+# benchmark. Debian 13 runs in a chroot of its own: scripts/debian13.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(orthanc orthanc-python orthanc-dicomweb python3-requests python3-zstandard
+APT_PACKAGES=(orthanc orthanc-python orthanc-dicomweb python3-urllib3 python3-zstandard
               chromium chromium-driver)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

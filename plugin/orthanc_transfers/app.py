@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .capabilities import platform_report
 from .config import PeerConfig, parse_transfers_config
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
@@ -76,12 +77,8 @@ class TransfersApp:
         self.engine.start()
         self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
-        if self.host.python_plugin_version().startswith("4.0"):
-            self.host.log_warning(
-                "Transfers: the Python plugin 4.0 never frees the bodies of PUT/POST requests "
-                "to Python routes, so a push receiver keeps what it receives in memory until "
-                "Orthanc restarts; prefer pull mode (RemoteSelf) towards this Orthanc, or a "
-                "newer orthanc-python")
+        for line in platform_report(self.host.platform()):
+            self.host.log_warning(f"Transfers: {line}")
 
     def _count_jobs(self, job: JobRecord, event: JobEvent) -> None:
         """Metrics of the jobs (a notification: never raises into the engine)."""

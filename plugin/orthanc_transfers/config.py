@@ -91,12 +91,17 @@ class TransfersConfig:
     restrict_chunks_to_transfers: bool = False
     import_through_http: bool = True
     import_during_transfer: bool = False
+    skip_stored_instances: bool = False
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
 
     def imports_during_transfer(self, requested: bool | None) -> bool:
         """A transfer's ``ImportDuringTransfer``: its request's, else this option."""
         return self.import_during_transfer if requested is None else requested
+
+    def skips_stored_instances(self, requested: bool | None) -> bool:
+        """A pull's ``SkipStoredInstances``: its request's, else this option."""
+        return self.skip_stored_instances if requested is None else requested
 
     def describe(self) -> dict[str, Any]:
         """The effective settings, under their option names, for the start-up log."""
@@ -118,6 +123,7 @@ class TransfersConfig:
             "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
             "ImportThroughHttp": self.import_through_http,
             "ImportDuringTransfer": self.import_during_transfer,
+            "SkipStoredInstances": self.skip_stored_instances,
             "ConcurrentJobs": self.concurrent_jobs,
             "JobsHistorySize": self.jobs_history_size,
         }
@@ -188,7 +194,8 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         restrict_chunks_to_transfers=restrict,
         import_through_http=_boolean(section, "ImportThroughHttp", True),
         import_during_transfer=_boolean(section, "ImportDuringTransfer", False),
-        # Orthanc's HttpTimeout of 0 means "no timeout"; requests wants None for that.
+        skip_stored_instances=_boolean(section, "SkipStoredInstances", False),
+        # Orthanc's HttpTimeout of 0 means "no timeout"; urllib3 wants None for that.
         http_timeout=http_timeout,
         jobs_history_size=int(_global_number(configuration, "JobsHistorySize",
                                              DEFAULT_JOBS_HISTORY_SIZE)),

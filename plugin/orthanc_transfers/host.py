@@ -10,6 +10,7 @@ finalized crashes Orthanc (python-plugin-notes §3).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -17,10 +18,20 @@ from typing import Any, TypeVar
 
 import orthanc
 
+from .capabilities import Platform
 from .errors import BadRequest, Cancelled, TransfersError, UnknownResource
 from .hostapi import Handler, Request, Response
 
 T = TypeVar("T")
+
+#: Every callable handed to Orthanc, kept for the life of the interpreter. Python plugin
+#: 4.3 and later release registered callbacks at finalization without holding the GIL:
+#: a callback whose last reference is the plugin's (a closure, a bound method) is then
+#: freed without the GIL and Orthanc dies (SIGSEGV or "PyThreadState_Get", exit 139 or
+#: 134) at every stop and reset. A reference held here makes that release harmless; the
+#: interpreter frees them itself, with the GIL, when it finalizes the module.
+_KEPT_FOR_ORTHANC: list[Callable[..., Any]] = []
+
 _BAD_REQUEST_CODES = {3, 5, 8, 12, 15, 28, 33}
 _UNKNOWN_RESOURCE_CODES = {7, 13, 17}
 
@@ -39,7 +50,7 @@ class OrthancHost:
         self._listeners: list[Callable[[Any, Any, Any], None]] = []
         # The Python plugin accepts one on-change callback per Orthanc: scripts that add
         # their own (e.g. forwarding stable studies) use add_change_listener().
-        orthanc.RegisterOnChangeCallback(self._on_change)
+        _register(orthanc.RegisterOnChangeCallback, self._on_change)
 
     # -- the guard --------------------------------------------------------------------
 
@@ -99,13 +110,21 @@ class OrthancHost:
                                        body=request.get("body") or b""))
             _answer(output, response)
 
-        orthanc.RegisterRestCallback(regex, callback)
+        _register(orthanc.RegisterRestCallback, regex, callback)
 
-    def python_plugin_version(self) -> str:
-        try:
-            return str(json.loads(orthanc.RestApiGet("/plugins/python")).get("Version", ""))
-        except orthanc.OrthancException:
-            return ""
+    def platform(self) -> Platform:
+        def version(uri: str) -> str:
+            try:
+                return str(json.loads(self.rest_get(uri)).get("Version", ""))
+            except TransfersError:
+                return ""
+
+        python_section = self.configuration().get("Python")
+        return Platform(orthanc=version("/system"), python_plugin=version("/plugins/python"),
+                        python=sys.version.split()[0],
+                        stream_answers=hasattr(orthanc.RestOutput, "StartStreamAnswer"),
+                        allow_threads=isinstance(python_section, dict)
+                        and python_section.get("AllowThreads") is True)
 
     def extend_explorer(self, javascript: str) -> None:
         orthanc.ExtendOrthancExplorer(javascript)
@@ -149,6 +168,12 @@ class OrthancHost:
             self._close()
 
 
+def _register(register: Callable[..., None], *args: Any) -> None:
+    """``register(*args)``, keeping the callback (the last argument) alive."""
+    _KEPT_FOR_ORTHANC.append(args[-1])
+    register(*args)
+
+
 def _answer(output: Any, response: Response) -> None:
     if response.status == 405:
         output.SendMethodNotAllowed(response.allowed_method)
@@ -158,8 +183,9 @@ def _answer(output: Any, response: Response) -> None:
     if response.status == 200:
         output.AnswerBuffer(response.body, response.content_type)
         return
+    # No Content-Type of ours on errors: Orthanc gives them the one of its own errors
+    # (none on 1.10, text/plain on 1.12), and one set here would be a second header.
     body = response.body.decode() if isinstance(response.body, bytes) else response.body
-    output.SetHttpHeader("Content-Type", response.content_type)
     try:
         output.SendHttpStatus(response.status, body, len(body.encode()))   # plugin 4.0 form
     except TypeError:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .capabilities import Platform
+
 
 @dataclass(frozen=True)
 class Request:
@@ -65,8 +67,8 @@ class Host(Protocol):
 
     def register_route(self, regex: str, handler: Handler) -> None: ...
 
-    def python_plugin_version(self) -> str:
-        """Version of Orthanc's Python plugin ("4.0" on Debian 12)."""
+    def platform(self) -> Platform:
+        """The running Orthanc, Python plugin and Python (once Orthanc has started)."""
         ...
 
     def extend_explorer(self, javascript: str) -> None: ...

@@ -16,11 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import requests
-import requests.adapters
-
 from .errors import BadRequest, TransfersError
 from .hostapi import Host
+from .httpclient import HttpPools, Tls, TransportError
 
 #: Threads posting to this Orthanc's HTTP API (at least; CommitThreadsCount may add).
 HTTP_IMPORT_THREADS = 4
@@ -39,9 +37,7 @@ class LocalImporter:
         users = configuration.get("RegisteredUsers") or {}
         self._auth = next(iter(users.items())) if users else None
         self._timeout = timeout or None
-        self._session = requests.Session()
-        self._session.mount(self._url, requests.adapters.HTTPAdapter(
-            pool_maxsize=self._http_threads))
+        self._pools = HttpPools(self._http_threads)
         self._lock = threading.Lock()
 
     @property
@@ -64,23 +60,24 @@ class LocalImporter:
     def _post(self, path: Path) -> dict[str, Any] | None:
         try:
             with open(path, "rb") as body:
-                response = self._session.post(
-                    self._url, data=body, auth=self._auth, timeout=self._timeout,
-                    verify=False, headers={"Content-Type": "application/dicom",
-                                           "Accept-Encoding": "identity"})
-        except requests.RequestException as e:
-            self._give_up(f"{type(e).__name__}: {e}")
+                answer = self._pools.request(
+                    "POST", self._url, body=body, auth=self._auth, timeout=self._timeout,
+                    tls=Tls(verify=False),
+                    headers={"Content-Type": "application/dicom", "Accept-Encoding": "identity",
+                             "Content-Length": str(path.stat().st_size)})
+        except TransportError as e:
+            self._give_up(str(e))
             return None
-        if response.status_code == 200:
-            value: dict[str, Any] = json.loads(response.content)
+        if answer.status == 200:
+            value: dict[str, Any] = json.loads(answer.body)
             return value
-        if response.status_code in (400, 415):
-            raise BadRequest(f"Orthanc refused a transferred file: {response.text[:300]}")
-        if response.status_code in (401, 403, 404, 405):
-            self._give_up(f"HTTP {response.status_code}")
+        text = answer.body[:300].decode("utf-8", "replace")
+        if answer.status in (400, 415):
+            raise BadRequest(f"Orthanc refused a transferred file: {text}")
+        if answer.status in (401, 403, 404, 405):
+            self._give_up(f"HTTP {answer.status}")
             return None
-        raise TransfersError(f"Orthanc answered HTTP {response.status_code} to the import: "
-                             f"{response.text[:300]}")
+        raise TransfersError(f"Orthanc answered HTTP {answer.status} to the import: {text}")
 
     def _give_up(self, reason: str) -> None:
         with self._lock:
@@ -90,4 +87,4 @@ class LocalImporter:
                                        f"possible ({reason}); using RestApiPost instead")
 
     def close(self) -> None:
-        self._session.close()
+        self._pools.close()

@@ -269,6 +269,9 @@ class TransferQuery:
     sender_transfer_id: str | None = None
     #: Ours: import each instance once verified (None: Transfers.ImportDuringTransfer).
     import_during_transfer: bool | None = None
+    #: Ours: a pull does not download what this Orthanc stores with the same MD5
+    #: (None: Transfers.SkipStoredInstances).
+    skip_stored_instances: bool | None = None
 
     @classmethod
     def from_wire(cls, body: Any) -> TransferQuery:
@@ -293,7 +296,8 @@ class TransferQuery:
                    priority=priority,
                    originator=body.get("Originator"),
                    sender_transfer_id=body.get("SenderTransferID"),
-                   import_during_transfer=parse_optional_boolean(body, "ImportDuringTransfer"))
+                   import_during_transfer=parse_optional_boolean(body, "ImportDuringTransfer"),
+                   skip_stored_instances=parse_optional_boolean(body, "SkipStoredInstances"))
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"Resources": list(self.raw_resources), "Peer": self.peer,
@@ -305,4 +309,6 @@ class TransferQuery:
             body["SenderTransferID"] = self.sender_transfer_id
         if self.import_during_transfer is not None:
             body["ImportDuringTransfer"] = self.import_during_transfer
+        if self.skip_stored_instances is not None:
+            body["SkipStoredInstances"] = self.skip_stored_instances
         return body

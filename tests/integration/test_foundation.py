@@ -141,6 +141,8 @@ def _transfer_bodies(route: str) -> list[tuple[str, str, Any, int]]:
         ("POST", route, {**good, "SenderTransferID": ["x"]}, 400),
         ("POST", route, {**good, "ImportDuringTransfer": "yes"}, 400),
         ("POST", route, {**good, "ImportDuringTransfer": None}, 400),
+        ("POST", route, {**good, "SkipStoredInstances": "no"}, 400),
+        ("POST", route, {**good, "SkipStoredInstances": 0}, 400),
         ("GET", route, None, 405),
     ]
 
@@ -199,6 +201,10 @@ def test_bad_input_gets_a_clear_4xx_json_error(pair: tuple[OrthancServer, Orthan
     error = response.json()
     assert error["HttpStatus"] == status
     assert error["Message"] and "Traceback" not in response.text
+    # One Content-Type, the one of Orthanc's own errors (none on 1.10, text/plain on 1.12).
+    core_error = a.request("POST", "/tools/find", data=b"{")
+    assert core_error.status_code == 400
+    assert response.headers.get("Content-Type") == core_error.headers.get("Content-Type")
 
 
 def test_bad_peer_configuration_does_not_break_the_others(make_cluster: Any) -> None:

@@ -69,17 +69,39 @@ def test_pull_study_and_samples_byte_identical(pair: tuple[OrthancServer, Orthan
     assert isinstance(expanded[job_id]["Content"], dict)
 
 
-def test_pull_skips_what_the_receiver_already_has(pair: tuple[OrthancServer, OrthancServer],
-                                                  study_files: list[bytes]) -> None:
+def test_pull_skips_what_the_receiver_already_has_when_asked(
+        pair: tuple[OrthancServer, OrthancServer], study_files: list[bytes]) -> None:
     a, b = pair
     a.wipe()
     b.wipe()
     ids = a.upload(study_files)
     b.upload(study_files[:5])
-    job = b.wait_job(pull(b, "a", resources("Study", study_of(a, ids[0]))))
+    study = resources("Study", study_of(a, ids[0]))
+    job = b.wait_job(pull(b, "a", study, SkipStoredInstances=True))
     assert job["State"] == "Success"
-    assert job["Content"]["SkippedInstances"] == 5
+    content = job["Content"]
+    assert content["SkippedInstances"] == 5 and content["SkipStoredInstances"] is True
+    assert content["TotalInstances"] == len(study_files)
     assert b.instance_md5s() == a.instance_md5s()
+    # By default, as in the original, every requested instance is transferred again.
+    again = b.wait_job(pull(b, "a", study))
+    assert again["State"] == "Success", again
+    assert again["Content"]["SkippedInstances"] == 0
+    assert again["Content"]["SkipStoredInstances"] is False
+    assert again["Content"]["CompletedHttpQueries"] == again["Content"]["TotalBuckets"] > 0
+    assert b.instance_md5s() == a.instance_md5s()
+
+
+def test_skip_stored_instances_option_is_the_default_of_requests(
+        make_cluster: Any, study_files: list[bytes]) -> None:
+    a, b = make_cluster(["a", "b"], config={"Transfers": {"SkipStoredInstances": True}})
+    ids = a.upload(study_files[:4])
+    b.upload(study_files[:4])
+    job = b.wait_job(pull(b, "a", resources("Instance", *ids)))
+    assert job["Content"]["SkippedInstances"] == 4 and job["Content"]["CompletedHttpQueries"] == 0
+    forced = b.wait_job(pull(b, "a", resources("Instance", *ids), SkipStoredInstances=False))
+    assert forced["Content"]["SkippedInstances"] == 0
+    assert forced["State"] == "Success" and b.instance_md5s() == a.instance_md5s()
 
 
 def test_core_jobs_are_listed_and_delegated(pair: tuple[OrthancServer, OrthancServer],

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orthanc_transfers.capabilities import Platform
 from orthanc_transfers.errors import UnknownResource
 from orthanc_transfers.hostapi import Handler
 
@@ -102,8 +103,8 @@ class FakeHost:
     def register_route(self, regex: str, handler: Handler) -> None:
         self.routes[regex] = handler
 
-    def python_plugin_version(self) -> str:
-        return "test"
+    def platform(self) -> Platform:
+        return Platform(orthanc="test", python_plugin="test", python="test")
 
     def extend_explorer(self, javascript: str) -> None:
         self.explorer_js.append(javascript)

@@ -67,7 +67,8 @@ BAD_VALUES = [(option, value) for option in ALL_OPTIONS
 BAD_VALUES += [(option, 0) for option in FORBIDDEN_ZERO]
 BAD_VALUES += [("HttpRetryBackoff", -1), ("HttpRetryBackoff", "1"),
                ("HttpRetryBackoffMax", False), ("ImportDuringTransfer", "true"),
-               ("ImportDuringTransfer", 1), ("ImportThroughHttp", None)]
+               ("ImportDuringTransfer", 1), ("ImportThroughHttp", None),
+               ("SkipStoredInstances", "false"), ("SkipStoredInstances", 0)]
 
 
 @pytest.mark.parametrize(("option", "value"), BAD_VALUES)
@@ -196,3 +197,14 @@ def test_import_during_transfer_is_off_unless_asked() -> None:
     assert parse_transfers_config({}).import_during_transfer is False
     on = parse_transfers_config({"Transfers": {"ImportDuringTransfer": True}})
     assert on.import_during_transfer is True and on.describe()["ImportDuringTransfer"] is True
+
+
+def test_skip_stored_instances_is_off_unless_asked() -> None:
+    """Off by default: like the original, a pull transfers every requested instance."""
+    default = parse_transfers_config({})
+    assert default.skip_stored_instances is False
+    assert default.skips_stored_instances(None) is False
+    assert default.skips_stored_instances(True) is True
+    on = parse_transfers_config({"Transfers": {"SkipStoredInstances": True}})
+    assert on.describe()["SkipStoredInstances"] is True
+    assert on.skips_stored_instances(None) is True and on.skips_stored_instances(False) is False

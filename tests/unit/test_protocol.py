@@ -297,6 +297,14 @@ def test_transfer_query_import_during_transfer_is_forwarded_only_when_given() ->
         assert query.to_wire()["ImportDuringTransfer"] is value
 
 
+def test_transfer_query_skip_stored_instances_is_forwarded_only_when_given() -> None:
+    assert "SkipStoredInstances" not in TransferQuery.from_wire(query_body()).to_wire()
+    for value in (True, False):
+        query = TransferQuery.from_wire(query_body(SkipStoredInstances=value))
+        assert query.skip_stored_instances is value
+        assert query.to_wire()["SkipStoredInstances"] is value
+
+
 def test_transfer_query_round_trip() -> None:
     body = query_body(Priority=-10, Originator="o-1", SenderTransferID="t-1",
                       Resources=[{"Level": "series", "ID": ID}])
@@ -322,6 +330,7 @@ BAD_QUERIES = {
     "Originator null": query_body(Originator=None),
     "SenderTransferID not a string": query_body(SenderTransferID=["x"]),
     "ImportDuringTransfer not a boolean": query_body(ImportDuringTransfer="yes"),
+    "SkipStoredInstances not a boolean": query_body(SkipStoredInstances=1),
     "ImportDuringTransfer null": query_body(ImportDuringTransfer=None),
 }
 
