@@ -283,6 +283,17 @@ def ct_series(
     return out
 
 
+def noise_instance(*, rows: int = 256, columns: int = 256, seed: int = 0) -> bytes:
+    """One CT slice whose pixels are uniform noise: it does not compress (ratio ~1.0),
+    like already-compressed pixel data, whatever pydicom's bundled files are."""
+    ids = _ids("noise", seed, "TF-NOISE-0001", None)
+    ds = _base_dataset(CT_IMAGE_STORAGE, "TF-NOISE-0001", ids, 16)
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 9, 1
+    stored = np.random.default_rng(seed).integers(-32768, 32767, (rows, columns), dtype=np.int16,
+                                                  endpoint=True)
+    return _encode(ds, _uid("noise", ids[1], 0), stored)
+
+
 def mr_series(
     count: int,
     *,

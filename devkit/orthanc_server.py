@@ -289,6 +289,11 @@ def start_cluster(names: list[str], *, config: dict[str, Any] | None = None,
         server.config["OrthancPeers"] = peers
         for key, value in (per_server or {}).get(server.name, {}).items():
             server.config[key] = value
+    return start_all(servers)
+
+
+def start_all(servers: list[OrthancServer]) -> list[OrthancServer]:
+    """Start the servers in order; stop those already started if one fails."""
     started: list[OrthancServer] = []
     try:
         for server in servers:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import http.client
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -113,7 +113,7 @@ def _read(response: Any, stop: Callable[[], None] | None) -> bytes:
     """The whole answer; the connection goes back to the pool only once it is read."""
     try:
         parts = []
-        for piece in _pieces(response):
+        for piece in response.stream(PIECE, decode_content=True):
             if stop is not None:
                 stop()
             parts.append(piece)
@@ -122,10 +122,6 @@ def _read(response: Any, stop: Callable[[], None] | None) -> bytes:
         raise
     response.release_conn()
     return b"".join(parts)
-
-
-def _pieces(response: Any) -> Iterator[bytes]:
-    yield from response.stream(PIECE, decode_content=True)
 
 
 def _cookies(response: Any) -> str:

@@ -35,7 +35,7 @@ import pydicom
 import pytest
 
 from devkit import dicom_data
-from devkit.orthanc_server import OrthancServer, resources
+from devkit.orthanc_server import OrthancServer, resources, start_all
 from devkit.pytest_servers import register, release
 
 USER, PASSWORD = "alice", "orthanctest"
@@ -56,17 +56,6 @@ def reference_server(name: str, options: dict[str, Any], *, plugin: bool = True
     return server
 
 
-def start_all(servers: list[OrthancServer]) -> list[OrthancServer]:
-    """Start the servers in order; stop those already started if one fails."""
-    started: list[OrthancServer] = []
-    try:
-        for server in servers:
-            started.append(server.start())
-    except BaseException:
-        for server in started:
-            server.cleanup()
-        raise
-    return register(started)
 
 
 def peer_entry(server: OrthancServer, host: str = "localhost", **extra: str) -> dict[str, str]:
@@ -100,7 +89,7 @@ class Topology:
 @pytest.fixture(scope="module")
 def plain_peer() -> Iterator[OrthancServer]:
     """The reference's ``peer``: a second Orthanc, without the transfers plugin."""
-    (plain,) = start_all([reference_server("peer", REFERENCE_OPTIONS, plugin=False)])
+    (plain,) = register(start_all([reference_server("peer", REFERENCE_OPTIONS, plugin=False)]))
     yield plain
     release([plain])
 
@@ -119,7 +108,7 @@ def topology(request: pytest.FixtureRequest, plain_peer: OrthancServer) -> Itera
         receiver.config["OrthancPeers"] = reference_peers(receiver, source, plain_peer)
         servers = [source, receiver]
         pair = Topology(source, receiver)
-    started = start_all(servers)
+    started = register(start_all(servers))
     yield pair
     release(started)
 
@@ -289,34 +278,25 @@ def assert_studies_alike(source: OrthancServer, receiver: OrthancServer) -> None
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_push_send_of_several_studies_keeps_counts_and_disk_size(
+@pytest.mark.parametrize("mode", ["push", "pull-mode"])
+def test_send_of_several_studies_keeps_counts_and_disk_size(
         concurrency_pair: tuple[OrthancServer, OrthancServer], several_studies: list[bytes],
-        compression: str) -> None:
+        mode: str, compression: str) -> None:
+    """Push: a sends to b. Pull mode: b sends to a, which declares ``a`` with RemoteSelf,
+    so a pulls, and the answer names a's job."""
     a, b = concurrency_pair
     a.wipe()
     b.wipe()
-    a.upload(several_studies)
-    study_ids = a.get_json("/studies")
-    answer = post_ok(a, "/transfers/send", {"Resources": resources("Study", *study_ids),
-                                           "Compression": compression, "Peer": "b"})
-    assert "ID" in answer and "RemoteJob" not in answer
-    job = a.wait_job(answer["ID"])
+    sender, receiver, peer = (a, b, "b") if mode == "push" else (b, a, "a")
+    sender.upload(several_studies)
+    study_ids = sender.get_json("/studies")
+    answer = post_ok(sender, "/transfers/send", {"Resources": resources("Study", *study_ids),
+                                                 "Compression": compression, "Peer": peer})
+    if mode == "push":
+        assert "ID" in answer and "RemoteJob" not in answer
+        job = sender.wait_job(answer["ID"])
+    else:
+        assert "RemoteJob" in answer and "URL" in answer
+        job = receiver.wait_job(answer["RemoteJob"])
     assert job["State"] == "Success", json.dumps(job)
-    assert_studies_alike(a, b)
-
-
-@pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_pull_mode_send_of_several_studies_keeps_counts_and_disk_size(
-        concurrency_pair: tuple[OrthancServer, OrthancServer], several_studies: list[bytes],
-        compression: str) -> None:
-    a, b = concurrency_pair
-    a.wipe()
-    b.wipe()
-    b.upload(several_studies)
-    study_ids = b.get_json("/studies")
-    answer = post_ok(b, "/transfers/send", {"Resources": resources("Study", *study_ids),
-                                           "Compression": compression, "Peer": "a"})
-    assert "RemoteJob" in answer and "URL" in answer
-    job = a.wait_job(answer["RemoteJob"])
-    assert job["State"] == "Success", json.dumps(job)
-    assert_studies_alike(b, a)
+    assert_studies_alike(sender, receiver)
