@@ -233,7 +233,7 @@ def concurrency_pair() -> Iterator[tuple[OrthancServer, OrthancServer]]:
     peers = {"a": {"Url": f"{a.url}/", "RemoteSelf": "b"}, "b": {"Url": f"{b.url}/"}}
     for server in (a, b):
         server.config["OrthancPeers"] = peers
-    started = start_all([a, b])
+    started = register(start_all([a, b]))
     yield a, b
     release(started)
 
