@@ -23,9 +23,12 @@ test: setup lint
 	$(PYTHON) -m pytest tests -q -ra
 
 # The same suite on Debian 13 (Orthanc 1.12.7, Python plugin 5.0, Python 3.13), in a
-# chroot that scripts/debian13.sh makes once with debootstrap (root only).
+# chroot that scripts/debian13.sh makes once with debootstrap (root only): with the Python
+# plugin's defaults, then with "AllowThreads": true, which the README recommends.
 test-debian13:
 	bash scripts/debian13.sh python3 -m pytest tests -q -ra -p no:cacheprovider
+	bash scripts/debian13.sh env TRANSFERS_ALLOW_THREADS=1 \
+	  python3 -m pytest tests -q -ra -p no:cacheprovider
 
 test-load: setup
 	$(PYTHON) -m pytest tests/load -q -ra -m load

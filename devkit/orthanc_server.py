@@ -32,6 +32,10 @@ PYTHON_PLUGIN = os.environ.get("ORTHANC_PYTHON_PLUGIN",
                                "/usr/share/orthanc/plugins/libOrthancPython.so")
 DICOMWEB_PLUGIN = os.environ.get("ORTHANC_DICOMWEB_PLUGIN",
                                  "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+#: ``TRANSFERS_ALLOW_THREADS=1`` runs every server with the Python plugin's
+#: ``"Python": {"AllowThreads": true}`` (plugin 4.3+; 4.0 ignores it): CI runs the suite on
+#: Debian 13 both ways, since the README recommends turning it on.
+ALLOW_THREADS = os.environ.get("TRANSFERS_ALLOW_THREADS") == "1"
 
 
 class WaitTimeout(AssertionError):
@@ -124,6 +128,8 @@ class OrthancServer:
             "StableAge": 2,
             "Transfers": {"MaxHttpRetries": 2, "HttpRetryBackoff": 0.2},
         }
+        if ALLOW_THREADS:
+            self.config["Python"] = {"AllowThreads": True}
         for key, value in (config or {}).items():
             if isinstance(value, dict) and isinstance(self.config.get(key), dict):
                 self.config[key] = {**self.config[key], **value}

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .capabilities import platform_report
+from .capabilities import platform_report, releases_gil
 from .config import PeerConfig, parse_transfers_config
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
@@ -77,7 +77,9 @@ class TransfersApp:
         self.engine.start()
         self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
-        for line in platform_report(self.host.platform()):
+        platform = self.host.platform()
+        for line in [*platform_report(platform),
+                     self.services.importer.adapt(releases_gil(platform))]:
             self.host.log_warning(f"Transfers: {line}")
 
     def _count_jobs(self, job: JobRecord, event: JobEvent) -> None:

@@ -39,6 +39,12 @@ def keeps_request_bodies(platform: Platform) -> bool | None:
     return False if version >= (5, 0) else None
 
 
+def releases_gil(platform: Platform) -> bool:
+    """Do calls into Orthanc let other Python threads run (AllowThreads, plugin 4.3+)?"""
+    version = version_of(platform.python_plugin)
+    return platform.allow_threads and version is not None and version >= (4, 3)
+
+
 def platform_report(platform: Platform) -> list[str]:
     """One line per fact that changes what the plugin does or what users should know."""
     plugin = version_of(platform.python_plugin)
@@ -55,8 +61,11 @@ def platform_report(platform: Platform) -> list[str]:
                      "(plugin 4.0 keeps them in memory, 5.0 frees them)")
     else:
         lines.append("request bodies of Python routes are freed after each request")
-    if plugin is not None and plugin >= (4, 3):
-        lines.append(f"AllowThreads: {'on' if platform.allow_threads else 'off'}")
+    if releases_gil(platform):
+        lines.append("AllowThreads: on")
+    elif plugin is not None and plugin >= (4, 3):
+        lines.append('AllowThreads: off; "Python": {"AllowThreads": true} imports about 1.9 '
+                     "times as fast and keeps Python routes responsive (README, Platforms)")
     else:
         lines.append("AllowThreads: not available (plugin 4.3 or later): every call into "
                      "Orthanc holds the GIL")

@@ -89,7 +89,7 @@ class TransfersConfig:
     jobs_history_size: int = DEFAULT_JOBS_HISTORY_SIZE
     concurrent_jobs: int = DEFAULT_CONCURRENT_JOBS
     restrict_chunks_to_transfers: bool = False
-    import_through_http: bool = True
+    import_through_http: bool | None = None     # None: through HTTP unless AllowThreads
     import_during_transfer: bool = False
     skip_stored_instances: bool = False
     https_verify_peers: bool = True
@@ -121,7 +121,8 @@ class TransfersConfig:
             "StagingDirectory": self.staging_directory,
             "HttpTimeout": self.http_timeout,
             "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
-            "ImportThroughHttp": self.import_through_http,
+            "ImportThroughHttp": "auto" if self.import_through_http is None
+            else self.import_through_http,
             "ImportDuringTransfer": self.import_during_transfer,
             "SkipStoredInstances": self.skip_stored_instances,
             "ConcurrentJobs": self.concurrent_jobs,
@@ -192,7 +193,8 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         gzip_level=min(9, values["GzipLevel"]),
         staging_directory=os.path.abspath(staging),
         restrict_chunks_to_transfers=restrict,
-        import_through_http=_boolean(section, "ImportThroughHttp", True),
+        import_through_http=None if section.get("ImportThroughHttp") is None
+        else _boolean(section, "ImportThroughHttp", True),
         import_during_transfer=_boolean(section, "ImportDuringTransfer", False),
         skip_stored_instances=_boolean(section, "SkipStoredInstances", False),
         # Orthanc's HttpTimeout of 0 means "no timeout"; urllib3 wants None for that.

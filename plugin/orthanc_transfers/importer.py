@@ -1,12 +1,15 @@
 """Storing received files into this Orthanc.
 
-In plugin 4.0 every ``orthanc.RestApiPost`` holds the GIL, so imports from several
-threads run one at a time (python-plugin-notes §3-4). Orthanc's own HTTP API has no
-such limit: with ``ImportThroughHttp`` (the default), files are posted to this
-Orthanc's ``/instances`` over loopback by ``max(CommitThreadsCount, 4)`` threads (about
-a fifth faster here). When that route cannot be used (an authorization plugin, the HTTP
-server disabled, HTTPS, whose server crashes Orthanc 1.10.1 on Debian 12), the importer
-falls back to ``RestApiPost`` on ``CommitThreadsCount`` threads and says so in the log.
+Without the Python plugin's ``AllowThreads`` (plugin 4.0 has none; 4.3+ has it off by
+default) every ``orthanc.RestApiPost`` holds the GIL, so imports from several threads
+run one at a time (python-plugin-notes §3-4). Orthanc's own HTTP API has no such limit:
+with ``ImportThroughHttp``, files are posted to this Orthanc's ``/instances`` over
+loopback by ``max(CommitThreadsCount, 4)`` threads (1.5 times as fast here). With
+``AllowThreads`` on, ``RestApiPost`` runs in parallel too, and on that many threads it is
+faster still (350 against 300 instances/s, bench/plugin_probe.py): ``ImportThroughHttp``
+left unset ("auto") then uses it. When the HTTP route cannot be used (an authorization
+plugin, the HTTP server disabled, HTTPS, whose server crashes Orthanc 1.10.1 on Debian
+12), the importer falls back to ``RestApiPost`` and says so in the log.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ HTTP_IMPORT_THREADS = 4
 
 
 class LocalImporter:
-    def __init__(self, host: Host, configuration: dict[str, Any], *, enabled: bool,
+    def __init__(self, host: Host, configuration: dict[str, Any], *, enabled: bool | None,
                  threads: int, timeout: float) -> None:
         self._host = host
-        self._enabled = bool(enabled and configuration.get("HttpServerEnabled", True)
+        self._requested = enabled            # None: auto, decided by adapt()
+        self._enabled = bool(enabled is not False and configuration.get("HttpServerEnabled", True)
                              and not configuration.get("SslEnabled", False))
+        self._parallel_rest = False          # RestApiPost runs in parallel (AllowThreads)
         self._rest_threads = threads
         self._http_threads = max(threads, HTTP_IMPORT_THREADS)
         scheme = "https" if configuration.get("SslEnabled") else "http"
@@ -44,10 +49,19 @@ class LocalImporter:
     def through_http(self) -> bool:
         return self._enabled
 
+    def adapt(self, releases_gil: bool) -> str:
+        """Once Orthanc has started: whether its calls release the GIL (AllowThreads).
+        Returns the import path, for the start-up log."""
+        self._parallel_rest = releases_gil
+        if self._requested is None and releases_gil:
+            self._enabled = False
+        path = f"through {self._url}" if self._enabled else "through RestApiPost"
+        return f"imports {path} on {self.threads} thread(s)"
+
     @property
     def threads(self) -> int:
         """Imports to run at once: parallel only where Orthanc can take them in parallel."""
-        return self._http_threads if self._enabled else self._rest_threads
+        return self._http_threads if self._enabled or self._parallel_rest else self._rest_threads
 
     def store_file(self, path: Path) -> dict[str, Any]:
         """Store a staged file; over HTTP it is streamed from disk, never held whole here."""

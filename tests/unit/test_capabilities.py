@@ -6,6 +6,7 @@ from orthanc_transfers.capabilities import (
     Platform,
     keeps_request_bodies,
     platform_report,
+    releases_gil,
     version_of,
 )
 
@@ -37,10 +38,17 @@ def test_debian_12_report_warns_about_bodies_and_lacks_newer_features() -> None:
 def test_debian_13_report_has_no_body_warning_and_says_allow_threads() -> None:
     report = platform_report(DEBIAN_13)
     assert not any("WARNING" in line for line in report)
-    assert "AllowThreads: off" in report
+    assert any(line.startswith("AllowThreads: off; ") for line in report)
     assert "AllowThreads: on" in platform_report(
         Platform(python_plugin="5.0", allow_threads=True))
     assert any(line.startswith("stream answers: available") for line in report)
+
+
+def test_the_gil_is_released_only_with_allow_threads_on_plugin_4_3_or_later() -> None:
+    assert releases_gil(Platform(python_plugin="5.0", allow_threads=True))
+    assert releases_gil(Platform(python_plugin="4.3", allow_threads=True))
+    assert not releases_gil(Platform(python_plugin="4.0", allow_threads=True))   # ignored
+    assert not releases_gil(Platform(python_plugin="5.0"))
 
 
 def test_unmeasured_versions_are_said_so() -> None:

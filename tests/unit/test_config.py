@@ -67,7 +67,7 @@ BAD_VALUES = [(option, value) for option in ALL_OPTIONS
 BAD_VALUES += [(option, 0) for option in FORBIDDEN_ZERO]
 BAD_VALUES += [("HttpRetryBackoff", -1), ("HttpRetryBackoff", "1"),
                ("HttpRetryBackoffMax", False), ("ImportDuringTransfer", "true"),
-               ("ImportDuringTransfer", 1), ("ImportThroughHttp", None),
+               ("ImportDuringTransfer", 1), ("ImportThroughHttp", "yes"),
                ("SkipStoredInstances", "false"), ("SkipStoredInstances", 0)]
 
 
@@ -197,6 +197,14 @@ def test_import_during_transfer_is_off_unless_asked() -> None:
     assert parse_transfers_config({}).import_during_transfer is False
     on = parse_transfers_config({"Transfers": {"ImportDuringTransfer": True}})
     assert on.import_during_transfer is True and on.describe()["ImportDuringTransfer"] is True
+
+
+def test_import_through_http_is_auto_unless_set() -> None:
+    assert parse_transfers_config({}).import_through_http is None
+    assert parse_transfers_config({}).describe()["ImportThroughHttp"] == "auto"
+    for value in (True, False):
+        config = parse_transfers_config({"Transfers": {"ImportThroughHttp": value}})
+        assert config.import_through_http is value
 
 
 def test_skip_stored_instances_is_off_unless_asked() -> None:
