@@ -229,6 +229,26 @@ def test_stop_while_transferring_is_clean(make_cluster: Any, make_proxy: Any,
     assert a.stop() == 0
 
 
+def test_start_up_log_says_what_the_running_versions_allow(
+        pair: tuple[OrthancServer, OrthancServer]) -> None:
+    a, _ = pair
+    orthanc_version = a.get_json("/system")["Version"]
+    plugin = a.get_json("/plugins/python")["Version"]
+    log = wait_for(lambda: "Transfers: imports through" in a.log_path.read_text()
+                   and a.log_path.read_text(), 30, "the platform report")
+    assert f"Transfers: Orthanc {orthanc_version}, Python plugin {plugin}, Python 3." in log
+    warns = "WARNING: this Python plugin never frees the bodies" in log
+    assert warns == (plugin == "4.0")           # measured: 4.0 keeps them, 5.0 frees them
+    allow_threads = a.config.get("Python", {}).get("AllowThreads") is True
+    if plugin == "4.0":
+        assert "AllowThreads: not available" in log
+        assert "imports through http://127.0.0.1:" in log
+    else:
+        assert ("AllowThreads: on" in log) == allow_threads
+        path = "RestApiPost on 4" if allow_threads else "http://127.0.0.1:"
+        assert f"imports through {path}" in log
+
+
 def test_tools_reset_keeps_the_plugin_working(make_cluster: Any,
                                               study_files: list[bytes]) -> None:
     a, b = make_cluster(["a", "b"])
