@@ -295,6 +295,9 @@ def test_chunks_stay_wire_compatible_and_adapt_for_our_receivers(
     assert adaptive.headers["Content-Type"] == "application/octet-stream"
     assert adaptive.content == jpeg
     assert float(adaptive.headers["X-Transfers-Encode-Seconds"]) >= 0
+    # Whole answers, never stream answers: the connection stays open for the next bucket.
+    assert adaptive.headers["Content-Length"] == str(len(jpeg))
+    assert adaptive.headers.get("Connection", "keep-alive").lower() != "close"
     zstd = a.get(path + "&compression=zstd&level=3")
     assert zstd.headers["Content-Type"] == "application/zstd"
     assert zstandard.ZstdDecompressor().decompress(zstd.content) == jpeg

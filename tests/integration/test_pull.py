@@ -275,15 +275,17 @@ end
 def test_parallel_import_through_orthancs_http_api(make_cluster: Any, tmp_path: Any,
                                                    study_files: list[bytes],
                                                    http_allowed: bool) -> None:
-    """Imports go over loopback HTTP on several threads (with the registered user's
-    credentials); when Orthanc refuses those requests, RestApiPost takes over."""
+    """With ImportThroughHttp, imports go over loopback HTTP on several threads (with the
+    registered user's credentials); when Orthanc refuses those requests, RestApiPost takes
+    over. (Set explicitly: left to "auto", AllowThreads makes RestApiPost the path.)"""
     lua = tmp_path / "filter.lua"
     lua.write_text(IMPORT_FILTER)
     receiver: dict[str, Any] = {"AuthenticationEnabled": True,
                                 "RegisteredUsers": {"importer": "secret"}}
     if not http_allowed:
         receiver["LuaScripts"] = [str(lua)]
-    a, b = make_cluster(["a", "b"], per_server={"b": receiver})
+    a, b = make_cluster(["a", "b"], per_server={"b": receiver},
+                        config={"Transfers": {"ImportThroughHttp": True}})
     ids = a.upload(study_files)
     b.request("PUT", "/peers/a", json={"Url": a.url + "/"}).raise_for_status()
     job = b.wait_job(b.post("/transfers/pull", json={
