@@ -41,8 +41,10 @@ make_chroot() {
   echo "deb $mirror trixie main" >"$ROOT/etc/apt/sources.list"
   # Debian's packaging starts services on install; nothing may start inside the chroot.
   printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d" && chmod +x "$ROOT/usr/sbin/policy-rc.d"
-  in_chroot apt-get update -q
-  in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+  { in_chroot apt-get update -q \
+      && in_chroot env DEBIAN_FRONTEND=noninteractive \
+           apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"; } >"$ROOT.apt.log" 2>&1 \
+    || { tail -30 "$ROOT.apt.log" >&2; exit 2; }
   echo "$WANTED" >"$STAMP"
 }
 
