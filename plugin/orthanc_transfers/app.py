@@ -19,10 +19,11 @@ from .config import PeerConfig, parse_transfers_config
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
 from .hostapi import Host
+from .httpclient import HttpPools
 from .importer import LocalImporter
 from .jobs import JobEvent, JobRecord, JobState, Work
 from .metrics import Metrics
-from .peers import PeerClient, SessionPool
+from .peers import PeerClient
 from .pull import PULL_JOB_TYPE, PullWork
 from .push import PUSH_JOB_TYPE, PushWork
 from .push_receiver import PushReceiver
@@ -40,7 +41,7 @@ class TransfersApp:
         self.metrics = Metrics(host.set_metric)
         self.services = Services(
             host=host, config=self.config, originator=self.originator,
-            sessions=SessionPool(self.config.threads * 2 + 2),
+            connections=HttpPools(self.config.threads * 2 + 2),
             source=InstanceSource(host, self.config.cache_size), metrics=self.metrics,
             importer=LocalImporter(host, host.configuration(),
                                    enabled=self.config.import_through_http,
@@ -104,7 +105,7 @@ class TransfersApp:
     def stop(self) -> None:
         self.engine.stop()
         self.push_receiver.flush()
-        self.services.sessions.close()
+        self.services.connections.close()
         self.services.importer.close()
         self.services.source.cache.clear()
 

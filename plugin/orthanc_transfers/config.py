@@ -193,8 +193,8 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
         gzip_level=min(9, values["GzipLevel"]),
         staging_directory=os.path.abspath(staging),
         restrict_chunks_to_transfers=restrict,
-        import_through_http=None if section.get("ImportThroughHttp") is None
-        else _boolean(section, "ImportThroughHttp", True),
+        import_through_http=_boolean(section, "ImportThroughHttp", True)
+        if "ImportThroughHttp" in section else None,
         import_during_transfer=_boolean(section, "ImportDuringTransfer", False),
         skip_stored_instances=_boolean(section, "SkipStoredInstances", False),
         # Orthanc's HttpTimeout of 0 means "no timeout"; urllib3 wants None for that.

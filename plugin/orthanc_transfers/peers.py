@@ -34,21 +34,16 @@ class PeerAnswer(HttpAnswer):
                                     peer=peer, uri=uri, status=self.status) from e
 
 
-class SessionPool(HttpPools):
-    """The connections to every peer, shared by all jobs.
-
-    Credentials, headers and certificates are passed on each request, so a peer whose
-    configuration changes through ``PUT /peers/{name}`` keeps working.
-    """
-
-
 class PeerClient:
     """Calls to one peer, with its URL, credentials, headers and certificates."""
 
-    def __init__(self, peer: PeerConfig, config: TransfersConfig, sessions: SessionPool) -> None:
+    def __init__(self, peer: PeerConfig, config: TransfersConfig,
+                 connections: HttpPools) -> None:
+        """``connections`` are shared by all jobs; credentials, headers and certificates go
+        with each request, so a peer changed by ``PUT /peers/{name}`` keeps working."""
         self.peer = peer
         self._config = config
-        self._pools = sessions
+        self._pools = connections
 
     def url(self, uri: str) -> str:
         return self.peer.url.rstrip("/") + uri

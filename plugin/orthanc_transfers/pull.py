@@ -4,10 +4,9 @@ Sequence (reference §5.1, improved where §20 says): ``POST {source}/transfers/
 with ``SkipStoredInstances``, instances this Orthanc stores with the same MD5 are not
 downloaded; buckets are planned (or the plan of an interrupted attempt is reused) and
 fetched with ``GET /transfers/chunks/...`` on ``Threads`` threads, each with its own
-retries and backoff;
-each instance is MD5-checked as soon as its last byte lands (a mismatch fetches its
-buckets again); the import starts only when everything is verified, or, with
-``ImportDuringTransfer``, as soon as each instance is.
+retries and backoff; each instance is MD5-checked as soon as its last byte lands (a
+mismatch fetches its buckets again); the import starts only when everything is verified,
+or, with ``ImportDuringTransfer``, as soon as each instance is.
 """
 
 from __future__ import annotations
@@ -81,8 +80,7 @@ class PullWork(TransferWork):
     def content(self) -> dict[str, Any]:
         content = transfer_content(self.query, self.stats, self.failure, "Downloaded")
         content["SkippedInstances"] = self.stats.skipped_instances
-        content["SkipStoredInstances"] = self._services.config.skips_stored_instances(
-            self.query.skip_stored_instances)
+        content["SkipStoredInstances"] = self._skip_stored()
         content["ImportDuringTransfer"] = self._import_during_transfer()
         if self.query.originator is not None:
             content["Originator"] = self.query.originator
@@ -158,7 +156,9 @@ class PullWork(TransferWork):
             todo, buckets = saved
         else:
             self.discard()
-            todo = [info for info in remote if not self._skips(info)]
+            skip = self._skip_stored()
+            todo = [info for info in remote
+                    if not (skip and self._services.stored_md5(info.id) == info.md5)]
             buckets = plan_buckets(todo, self._services.config.bucket_size,
                                    compression=self.query.compression, base_url=client.peer.url)
         stats.skipped_instances = len(remote) - len(todo)
@@ -183,11 +183,10 @@ class PullWork(TransferWork):
             raise StagingError(f"Not enough space in the staging directory {root}: "
                                f"{needed} bytes needed, {free} free")
 
-    def _skips(self, info: InstanceInfo) -> bool:
-        """Not downloaded: stored here with the same MD5, when SkipStoredInstances is on.
+    def _skip_stored(self) -> bool:
+        """Not downloading what this Orthanc stores with the same MD5 (SkipStoredInstances).
         Off by default, as in the original: every requested instance is transferred."""
-        return (self._services.config.skips_stored_instances(self.query.skip_stored_instances)
-                and self._services.stored_md5(info.id) == info.md5)
+        return self._services.config.skips_stored_instances(self.query.skip_stored_instances)
 
     def _import_during_transfer(self) -> bool:
         return self._services.config.imports_during_transfer(self.query.import_during_transfer)

@@ -4,7 +4,7 @@ receiving end of push mode (``/transfers/push...``, reference §3.2-3.3, §3.7-3
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .buckets import PushPlan
 from .encoding import ENCODING_HEADER, local_encodings
@@ -37,16 +37,10 @@ def post_send(app: TransfersApp, request: Request) -> Response:
         job = app.engine.submit(PUSH_JOB_TYPE, query.to_wire(), query.priority)
         return Response.json({"ID": job.id, "Path": f"/jobs/{job.id}"})
     # Pull mode: the peer pulls from us under the name it knows us by (reference §5.2).
-    body: dict[str, Any] = {"Resources": list(query.raw_resources),
-                            "Compression": query.compression.value,
-                            "Originator": app.originator, "Peer": peer.remote_self}
-    if query.sender_transfer_id is not None:
-        body["SenderTransferID"] = query.sender_transfer_id
-    # Our extensions travel only when the request sets them (the peer's options else).
-    if query.import_during_transfer is not None:
-        body["ImportDuringTransfer"] = query.import_during_transfer
-    if query.skip_stored_instances is not None:
-        body["SkipStoredInstances"] = query.skip_stored_instances
+    # The request as it came (our extensions only when it set them), under the name the
+    # peer knows us by; Priority is not forwarded, as in the original.
+    body = {**query.to_wire(), "Originator": app.originator, "Peer": peer.remote_self}
+    del body["Priority"]
     client = app.services.client(peer)
     headers = {"sender-transfer-id": query.sender_transfer_id or app.originator}
     remote = run_with_retries(lambda: client.post_json("/transfers/pull", body, headers=headers),

@@ -12,9 +12,10 @@ from pathlib import Path
 from .config import PeerConfig, TransfersConfig, find_peer
 from .errors import TransfersError
 from .hostapi import Host
+from .httpclient import HttpPools
 from .importer import LocalImporter
 from .metrics import Metrics
-from .peers import PeerClient, SessionPool
+from .peers import PeerClient
 from .protocol import InstanceInfo
 from .retry import RetryPolicy
 from .source import InstanceSource
@@ -25,7 +26,7 @@ class Services:
     host: Host
     config: TransfersConfig
     originator: str
-    sessions: SessionPool
+    connections: HttpPools
     source: InstanceSource
     metrics: Metrics
     importer: LocalImporter
@@ -39,7 +40,7 @@ class Services:
 
     def client(self, peer: PeerConfig | str) -> PeerClient:
         config = self.peer(peer) if isinstance(peer, str) else peer
-        return PeerClient(config, self.config, self.sessions)
+        return PeerClient(config, self.config, self.connections)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(retries=self.config.max_http_retries,

@@ -13,9 +13,9 @@ from orthanc_transfers.buckets import Bucket, Chunk
 from orthanc_transfers.commit import ImportStream, import_area
 from orthanc_transfers.config import TransfersConfig
 from orthanc_transfers.errors import BadRequest, Cancelled, IntegrityError
+from orthanc_transfers.httpclient import HttpPools
 from orthanc_transfers.importer import LocalImporter
 from orthanc_transfers.metrics import Metrics
-from orthanc_transfers.peers import SessionPool
 from orthanc_transfers.protocol import InstanceInfo
 from orthanc_transfers.services import Services
 from orthanc_transfers.source import InstanceSource
@@ -49,7 +49,7 @@ class FailingHost(FakeHost):
 def make_services(host: FakeHost) -> Services:
     importer = LocalImporter(host, {}, enabled=False, threads=2, timeout=1)
     return Services(host=host, config=TransfersConfig(), originator="test",
-                    sessions=SessionPool(2), source=InstanceSource(host, 1 << 20),
+                    connections=HttpPools(2), source=InstanceSource(host, 1 << 20),
                     metrics=Metrics(host.set_metric), importer=importer)
 
 

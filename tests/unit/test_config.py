@@ -67,7 +67,8 @@ BAD_VALUES = [(option, value) for option in ALL_OPTIONS
 BAD_VALUES += [(option, 0) for option in FORBIDDEN_ZERO]
 BAD_VALUES += [("HttpRetryBackoff", -1), ("HttpRetryBackoff", "1"),
                ("HttpRetryBackoffMax", False), ("ImportDuringTransfer", "true"),
-               ("ImportDuringTransfer", 1), ("ImportThroughHttp", "yes"),
+               ("ImportDuringTransfer", 1), ("ImportThroughHttp", None),
+               ("ImportThroughHttp", "yes"),
                ("SkipStoredInstances", "false"), ("SkipStoredInstances", 0)]
 
 
