@@ -94,6 +94,10 @@ def _note(r: RunResult) -> str:
         notes.append(f"other processes used {r.cpu_other_s / r.seconds:.2f} cores")
     if r.resets or (r.settings.get("link", {}).get("reset_rate") and r.status == "ok"):
         notes.append(f"{r.resets} of {r.connections} connections reset")
+    encodings = (r.job.get("Content") or {}).get("Encodings")
+    if isinstance(encodings, dict) and encodings:
+        notes.append("buckets: " + ", ".join(
+            f"{name} {counts.get('Buckets')}" for name, counts in encodings.items()))
     if r.runs_seconds and len(r.runs_seconds) > 1:
         notes.append(f"median of {len(r.runs_seconds)} ({spread(r)})")
     if r.failed_runs:

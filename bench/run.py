@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "default: small, or default with --full")
     parser.add_argument("--slices", type=int, help="CT slices (overrides --size)")
     parser.add_argument("--multiframe-mb", type=float,
-                        help="MiB of multi-frame data, in instances of at most 30 MiB")
+                        help="MiB of multi-frame data, in instances of at most 40 MiB")
     parser.add_argument("--profiles", type=lambda v: _names(v, PROFILES, "profile"),
                         help=f"comma-separated, from {', '.join(PROFILES)} "
                              f"(default: {','.join(QUICK_PROFILES)})")

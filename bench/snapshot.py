@@ -40,6 +40,17 @@ def _git(*args: str) -> bytes:
                           timeout=60).stdout
 
 
+def _describe_head() -> str:
+    """HEAD and whether plugin/ differs from it; the fingerprint alone where git is missing
+    (the Debian 13 chroot has none)."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD").decode().strip()
+        dirty = bool(_git("status", "--porcelain", "--", "plugin").strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "git not available"
+    return f"HEAD {head}{' + uncommitted changes' if dirty else ''}"
+
+
 def fingerprint(plugin_dir: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(plugin_dir.rglob("*.py")):
@@ -54,9 +65,7 @@ def snapshot_plugin(revision: str | None = None) -> PluginSnapshot:
         if revision is None:
             shutil.copytree(REPO / "plugin", directory / "plugin",
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            head = _git("rev-parse", "--short", "HEAD").decode().strip()
-            dirty = bool(_git("status", "--porcelain", "--", "plugin").strip())
-            origin = f"working tree (HEAD {head}{' + uncommitted changes' if dirty else ''})"
+            origin = f"working tree ({_describe_head()})"
         else:
             sha = _git("rev-parse", "--verify", f"{revision}^{{commit}}").decode().strip()
             with tarfile.open(fileobj=io.BytesIO(_git("archive", sha, "plugin"))) as tar:

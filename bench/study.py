@@ -11,13 +11,13 @@ from pydicom.uid import generate_uid
 from devkit import dicom_data
 
 #: Largest multi-frame instance, MiB; more multi-frame data means more instances.
-MULTIFRAME_INSTANCE_MB = 30.0
+MULTIFRAME_INSTANCE_MB = 40.0
 
 #: name -> (CT slices of ~525 KB, MiB of multi-frame data)
 SIZES: dict[str, tuple[int, float]] = {
-    "small": (60, 30.0),       # ~61 MB: the quick default
-    "default": (200, 60.0),    # ~168 MB: ct_series(200) + 2 x multiframe_instance(30)
-    "large": (500, 120.0),     # ~389 MB
+    "small": (60, 30.0),       # ~63 MB: the quick default
+    "default": (200, 80.0),    # ~189 MB: ct_series(200) + 2 x multiframe_instance(40)
+    "large": (500, 160.0),     # ~432 MB
 }
 
 PATIENT_ID = "TF-BENCH-0001"
@@ -48,7 +48,7 @@ class Study:
 
 
 def multiframe_sizes(total_mb: float) -> list[float]:
-    """``total_mb`` of multi-frame data cut into instances of at most 30 MiB."""
+    """``total_mb`` of multi-frame data cut into instances of at most 40 MiB."""
     if total_mb <= 0:
         return []
     count = math.ceil(total_mb / MULTIFRAME_INSTANCE_MB)

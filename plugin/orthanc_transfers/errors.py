@@ -4,6 +4,7 @@ The tree::
 
     TransfersError                  500, root: carries an HTTP status and a JSON body
     ├── BadRequest                  400, the caller sent something malformed
+    │   └── UnsupportedEncoding     an encoding this Orthanc cannot decode or encode
     ├── Forbidden                   403, refused by a security option
     ├── UnknownResource             404, no such peer, resource, job or transaction
     ├── Conflict                    409, the request is valid but not now
@@ -88,6 +89,17 @@ class TransfersError(Exception):
 class BadRequest(TransfersError):
     http_status = 400
     orthanc_code = ORTHANC_BAD_REQUEST
+
+
+class UnsupportedEncoding(BadRequest):
+    """An encoding that needs a module this Orthanc lacks (zstd: python3-zstandard).
+
+    Peers are only sent what they announce, so this means a sender that ignored it.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f"Encoding {encoding!r} is not available on this Orthanc "
+                         "(it needs python3-zstandard)")
 
 
 class Forbidden(TransfersError):

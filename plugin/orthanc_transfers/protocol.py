@@ -216,8 +216,8 @@ def _chunk_encoding(value: str) -> Encoding:
 def _chunk_level(value: str | None) -> int | None:
     if value is None:
         return None
-    if not _ASCII_NUMBER.fullmatch(value) or not 1 <= int(value) <= 19:
-        raise BadRequest(f"'level' must be an integer from 1 to 19, got {value!r}")
+    if not _ASCII_NUMBER.fullmatch(value) or not 0 <= int(value) <= 19:
+        raise BadRequest(f"'level' must be an integer from 0 to 19, got {value!r}")
     return int(value)
 
 

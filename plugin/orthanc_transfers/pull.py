@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .buckets import Bucket, plan_buckets, slices_first
+from .chooser import EncodingChooser
 from .commit import ImportStream, import_area
 from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
     ENCODING_HEADER,
     Encoding,
-    EncodingChooser,
     decode,
 )
 from .errors import (
@@ -49,8 +49,9 @@ MAX_MD5_FAILURES = 3
 
 
 def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
-                 stop: Callable[[], None]) -> tuple[int, bytes]:
-    """GET one bucket in the encoding the chooser picks; returns (wire bytes, data)."""
+                 stop: Callable[[], None]) -> tuple[Encoding, int, bytes]:
+    """GET one bucket in the encoding the chooser picks; returns the encoding the source
+    sent, the wire bytes and the data."""
     encoding, level = chooser.choose()
     headers = {ADAPTIVE_HEADER: "1"} if chooser.adaptive else {}
     with_level = chooser.adaptive and encoding is not Encoding.NONE
@@ -69,7 +70,7 @@ def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
     data = decode(answer.body, actual, bucket.size)
     chooser.observe_network(len(answer.body), elapsed - encode_seconds)
     chooser.observe_encoding(actual, level, bucket.size, len(answer.body), encode_seconds)
-    return len(answer.body), data
+    return actual, len(answer.body), data
 
 
 class PullWork(TransferWork):
@@ -226,17 +227,17 @@ class PullWork(TransferWork):
                 return []
             bucket = area.buckets[index]
 
-            def attempt() -> tuple[int, bytes]:
+            def attempt() -> tuple[Encoding, int, bytes]:
                 started = time.perf_counter()
                 result = fetch_bucket(client, bucket, chooser, context.check)
                 self._in_flight.observe_request(time.perf_counter() - started)
                 return result
 
-            network, data = run_with_retries(attempt, policy, sleep=context.wait,
-                                             should_stop=context.check,
-                                             on_retry=stats.retried)
+            encoding, network, data = run_with_retries(attempt, policy, sleep=context.wait,
+                                                       should_stop=context.check,
+                                                       on_retry=stats.retried)
             completed = area.write_bucket(index, data)
-            stats.bucket_done(network, len(data))
+            stats.bucket_done(network, len(data), encoding.value)
             metrics.add("pull_received_bytes", network)
             again: list[int] = []
             for instance_id in completed:

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets, slices_first
-from .encoding import ENCODING_HEADER, EncodingChooser, encode
+from .chooser import EncodingChooser
+from .encoding import ENCODING_HEADER, encode
 from .errors import (
     Cancelled,
     Paused,
@@ -234,10 +235,10 @@ class PushWork(TransferWork):
         def put(index: int) -> list[int]:
             data = self._bucket_bytes(plan.buckets[index])
             encoding, level = chooser.choose(data)
-            started = time.perf_counter()
+            started = time.thread_time()      # CPU time: a wait for a free core is not speed
             payload = encode(data, encoding, level)
             chooser.observe_encoding(encoding, level, len(data), len(payload),
-                                     time.perf_counter() - started)
+                                     time.thread_time() - started)
             put_headers = {**headers, ENCODING_HEADER: encoding.value} if chooser.adaptive \
                 else headers
 
@@ -257,7 +258,7 @@ class PushWork(TransferWork):
                     raise
                 dropped.set()  # the receiver forgot a corrupted instance: resent next round
                 return []
-            stats.bucket_done(len(payload), plan.buckets[index].size)
+            stats.bucket_done(len(payload), plan.buckets[index].size, encoding.value)
             self._services.metrics.add("push_sent_bytes", len(payload))
             self._services.publish_cache_metrics()
             context.changed()

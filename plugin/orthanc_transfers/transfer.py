@@ -36,12 +36,17 @@ class TransferStats:
         self.reused_buckets = 0           # held from an earlier attempt: not sent again
         self.imported = 0
         self.to_import = 0
+        self.by_encoding: dict[str, list[int]] = {}   # encoding -> [buckets, bytes, wire]
         self.phase = "Pending"
         self.started = 0.0
         self.last_query = 0.0
 
-    def bucket_done(self, network: int, payload: int) -> None:
+    def bucket_done(self, network: int, payload: int, encoding: str) -> None:
         with self.lock:
+            counts = self.by_encoding.setdefault(encoding, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += payload
+            counts[2] += network
             self.network_bytes += network
             self.payload_bytes += payload
             self.done_bytes += payload
@@ -95,6 +100,12 @@ def transfer_content(query: TransferQuery, stats: TransferStats,
         "ReusedBuckets": stats.reused_buckets,
         "Phase": stats.phase,
     }
+    if stats.by_encoding:
+        # Ours: how the buckets of this run travelled, so a choice of encoding is visible.
+        with stats.lock:
+            content["Encodings"] = {
+                name: {"Buckets": buckets, "Bytes": size, "WireBytes": wire}
+                for name, (buckets, size, wire) in sorted(stats.by_encoding.items())}
     if stats.started:
         content["NetworkSpeedKBs"] = stats.speed_kbs()
         content[f"{moved}SizeKB"] = round_kb(stats.network_bytes)

@@ -302,4 +302,5 @@ def test_chunks_stay_wire_compatible_and_adapt_for_our_receivers(
     assert zstd.headers["Content-Type"] == "application/zstd"
     assert zstandard.ZstdDecompressor().decompress(zstd.content) == jpeg
     answer = a.post("/transfers/lookup", json=resources("Instance", instance)).json()
-    assert set(answer["Encodings"]) == {"zstd", "gzip", "none"}
+    assert set(answer["Encodings"]) == {"shuffle-zstd", "zstd", "shuffle-xz", "xz", "gzip",
+                                        "none"}

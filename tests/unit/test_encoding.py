@@ -6,9 +6,9 @@ import os
 import zlib
 
 import pytest
+from orthanc_transfers.chooser import EncodingChooser
 from orthanc_transfers.encoding import (
     Encoding,
-    EncodingChooser,
     compresses,
     decode,
     encode,

@@ -146,8 +146,9 @@ def test_parse_chunk_request() -> None:
 def test_parse_chunk_request_extensions_of_our_receivers() -> None:
     request = parse_chunk_request("d1", {"compression": "none", "level": "3"})
     assert (request.encoding, request.level) == (Encoding.NONE, 3)
+    assert parse_chunk_request("d1", {"compression": "xz", "level": "0"}).level == 0
     with pytest.raises(BadRequest):
-        parse_chunk_request("d1", {"level": "0"})
+        parse_chunk_request("d1", {"level": "20"})
     with pytest.raises(BadRequest):
         parse_chunk_request("d1", {"level": "x"})
 
