@@ -4,11 +4,13 @@ The study is cut into buckets of ``--bucket-kb`` KiB (as the plugin sends them) 
 codec compresses and decompresses every bucket on one thread. Speeds are raw MB per CPU
 second of this process (``time.process_time``), so they hold even on a busy machine. The
 last columns give the cores a sender needs to keep a link full: link rate x ratio / speed.
+``shuffle-*`` rows include the byte shuffle (and unshuffle) of the plugin's encodings.
 """
 
 from __future__ import annotations
 
 import argparse
+import lzma
 import sys
 import time
 import zlib
@@ -29,16 +31,41 @@ def _gzip(level: int) -> Codec:
     return f"gzip-{level}", compress, lambda d: zlib.decompress(d, 31)
 
 
+def _shuffle(data: bytes) -> bytes:
+    """The plugin's byte shuffle of 16-bit samples (encoding.py), timed with the codec."""
+    even = len(data) & ~1
+    return data[0:even:2] + data[1:even:2] + data[even:]
+
+
+def _unshuffle(shuffled: bytes) -> bytes:
+    half = len(shuffled) // 2
+    data = bytearray(shuffled)
+    data[0:2 * half:2], data[1:2 * half:2] = shuffled[:half], shuffled[half:2 * half]
+    return bytes(data)
+
+
+def _shuffled(codec: Codec) -> Codec:
+    name, compress, decompress = codec
+    return (f"shuffle-{name}", lambda d: compress(_shuffle(d)),
+            lambda d: _unshuffle(decompress(d)))
+
+
+def _xz(preset: int) -> Codec:
+    return f"xz-{preset}", lambda d: lzma.compress(d, preset=preset), lzma.decompress
+
+
 def codecs() -> list[Codec]:
     result = [_gzip(level) for level in (1, 3, 6, 9)]
+    result += [codec for preset in (0, 1) for codec in (_xz(preset), _shuffled(_xz(preset)))]
     try:
         import zstandard
     except ImportError:
         return result
     zstd: Any = zstandard
-    for level in (1, 3, 6):
+    for level in (1, 3, 9):
         compressor, decompressor = zstd.ZstdCompressor(level=level), zstd.ZstdDecompressor()
-        result.append((f"zstd-{level}", compressor.compress, decompressor.decompress))
+        plain = (f"zstd-{level}", compressor.compress, decompressor.decompress)
+        result += [plain, _shuffled(plain)]
     return result
 
 

@@ -14,6 +14,15 @@ the ``Threads`` requests that share it. A request ends only when the peer has re
 body, so a proxy or a kernel buffer that swallows a PUT early cannot make the link look
 faster than it is; the peer's own time counts as link time, which errs on the side of
 compressing.
+
+On a LAN that last error matters: a request's time there is mostly the peer's queue
+(its cores, its GIL), so the link looks slower than the cores and the model compresses
+where plain bytes would be faster. So where the round trip is LAN-like (under
+``LAN_RTT``) the chooser also measures what each bucket cost end to end, raw bytes per
+second from encoding to answer, for plain buckets and for compressed ones, sends every
+``PROBE_EVERY``-th bucket the other way to keep both figures fresh, and follows the
+faster once both are known. On a WAN a plain probe would cost too many bytes, and the
+model is right there.
 """
 
 from __future__ import annotations
@@ -63,9 +72,13 @@ class EncodingChooser:
     CPU_SHARE = 0.5
     #: How much faster a costlier codec must be to be preferred.
     MARGIN = 1.02
+    #: Round trips below this are a LAN's: buckets are compared end to end.
+    LAN_RTT = 0.005
+    #: On a LAN, one bucket in this many is sent the other way (plain or compressed).
+    PROBE_EVERY = 6
 
     def __init__(self, wanted: str, peer_encodings: frozenset[str], *, gzip_level: int,
-                 threads: int, cores: int) -> None:
+                 threads: int, cores: int, rtt: float | None = None) -> None:
         self.adaptive = wanted == "gzip" and bool(peer_encodings)
         self._fixed = Encoding.GZIP if wanted == "gzip" else Encoding.NONE
         self._gzip_level = gzip_level
@@ -74,6 +87,9 @@ class EncodingChooser:
         self._requests = max(1, threads)
         self._cores = max(1, min(cores, threads)) * self.CPU_SHARE
         self._request_link = self.INITIAL_LINK / self._requests
+        self._lan = rtt is not None and rtt < self.LAN_RTT
+        self._choices = 0
+        self._bucket_rates: dict[bool, float] = {}    # compressed? -> raw bytes/s, end to end
         self._lock = threading.Lock()
 
     def choose(self, data: bytes | None = None) -> tuple[Encoding, int]:
@@ -86,14 +102,43 @@ class EncodingChooser:
             return Encoding.NONE, 0
         with self._lock:
             link = self.link_rate
-            best_rate, best = link, (Encoding.NONE, 0)
+            best_rate, plain = link, (Encoding.NONE, 0)
+            packed = best = plain
             for codec in self._codecs:
                 if judged is not None and codec.encoding.shuffled and not judged.shuffle_helps:
                     continue
                 rate = min(link * codec.ratio, codec.speed * self._cores)
                 if rate > best_rate * self.MARGIN:
                     best_rate, best = rate, (codec.encoding, codec.level)
+                if packed == plain:
+                    packed = (codec.encoding, codec.level)     # the cheapest codec
+            if self._lan and packed != plain:
+                best = self._lan_choice(best, packed if best == plain else best)
         return best
+
+    def _lan_choice(self, model: tuple[Encoding, int],
+                    packed: tuple[Encoding, int]) -> tuple[Encoding, int]:
+        """Plain or ``packed``: what buckets measured faster, or a probe of the other."""
+        self._choices += 1
+        rates = self._bucket_rates
+        if len(rates) == 2:
+            faster = packed if rates[True] > rates[False] else (Encoding.NONE, 0)
+        else:
+            faster = model
+        if self._choices % self.PROBE_EVERY == 0:
+            return (Encoding.NONE, 0) if faster[0] is not Encoding.NONE else packed
+        return faster
+
+    def observe_bucket(self, encoding: Encoding, raw: int, seconds: float) -> None:
+        """A bucket of ``raw`` bytes took ``seconds`` from encoding to answer."""
+        if not self._lan or raw < 64 * 1024 or seconds <= 0:
+            return
+        compressed = encoding is not Encoding.NONE
+        with self._lock:
+            old = self._bucket_rates.get(compressed)
+            rate = raw / seconds
+            self._bucket_rates[compressed] = rate if old is None else \
+                old + self.SMOOTHING * (rate - old)
 
     def observe_network(self, wire_bytes: int, seconds: float) -> None:
         """One request moved ``wire_bytes`` in ``seconds`` of network time."""

@@ -42,8 +42,12 @@ except ImportError:                    # pragma: no cover - depends on the machi
 
 #: Header naming the encoding of a bucket body (requests and answers).
 ENCODING_HEADER = "X-Transfers-Encoding"
-#: Header of a chunk answer: seconds the source spent encoding it.
+#: Header of a chunk answer: CPU seconds the source spent encoding it.
 ENCODE_SECONDS_HEADER = "X-Transfers-Encode-Seconds"
+#: Header of a chunk answer and of a bucket PUT's answer: seconds the peer spent on the
+#: request once it had it (reading, encoding / decoding, writing, hashing). A sender
+#: takes them out of the request's time, so that what remains is the link's.
+SERVER_SECONDS_HEADER = "X-Transfers-Server-Seconds"
 #: Header of a chunk request: the source may send plain data that does not compress.
 ADAPTIVE_HEADER = "X-Transfers-Adaptive"
 #: Bytes per sample of the shuffle: CT, MR, CR... store 16-bit words.

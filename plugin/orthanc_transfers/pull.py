@@ -24,6 +24,7 @@ from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
     ENCODING_HEADER,
+    SERVER_SECONDS_HEADER,
     Encoding,
     decode,
 )
@@ -64,11 +65,13 @@ def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
     try:
         actual = Encoding(sent_as)
         encode_seconds = float(answer.headers.get(ENCODE_SECONDS_HEADER, 0.0))
+        server_seconds = float(answer.headers.get(SERVER_SECONDS_HEADER, encode_seconds))
     except ValueError as e:
         raise PeerProtocolError(f"Bad {ENCODING_HEADER} from peer {client.peer.name}",
                                 peer=client.peer.name, uri=uri) from e
     data = decode(answer.body, actual, bucket.size)
-    chooser.observe_network(len(answer.body), elapsed - encode_seconds)
+    chooser.observe_network(len(answer.body), elapsed - server_seconds)
+    chooser.observe_bucket(actual, bucket.size, time.perf_counter() - started)
     chooser.observe_encoding(actual, level, bucket.size, len(answer.body), encode_seconds)
     return actual, len(answer.body), data
 
@@ -215,7 +218,7 @@ class PullWork(TransferWork):
         config = self._services.config
         chooser = EncodingChooser(self.query.compression.value, self._peer_encodings,
                                   gzip_level=config.gzip_level, threads=config.threads,
-                                  cores=os.cpu_count() or 1)
+                                  cores=os.cpu_count() or 1, rtt=self._in_flight.rtt)
         policy = self._services.retry_policy()
         md5_failures: dict[str, int] = {}
         metrics = self._services.metrics

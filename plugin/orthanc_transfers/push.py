@@ -27,7 +27,7 @@ from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets, slices_first
 from .chooser import EncodingChooser
-from .encoding import ENCODING_HEADER, encode
+from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, encode
 from .errors import (
     Cancelled,
     Paused,
@@ -37,6 +37,7 @@ from .errors import (
     RetriesExhausted,
     TransfersError,
 )
+from .httpclient import HttpAnswer
 from .jobs import RunContext
 from .peers import PeerClient
 from .protocol import COMMIT_WAIT_HEADER, MAX_COMMIT_WAIT
@@ -228,13 +229,14 @@ class PushWork(TransferWork):
         config = self._services.config
         chooser = EncodingChooser(plan.compression.value, self._peer_encodings,
                                   gzip_level=config.gzip_level, threads=config.threads,
-                                  cores=os.cpu_count() or 1)
+                                  cores=os.cpu_count() or 1, rtt=self._in_flight.rtt)
 
         dropped = threading.Event()
 
         def put(index: int) -> list[int]:
             data = self._bucket_bytes(plan.buckets[index])
             encoding, level = chooser.choose(data)
+            began = time.perf_counter()
             started = time.thread_time()      # CPU time: a wait for a free core is not speed
             payload = encode(data, encoding, level)
             chooser.observe_encoding(encoding, level, len(data), len(payload),
@@ -244,10 +246,11 @@ class PushWork(TransferWork):
 
             def attempt() -> None:
                 started = time.perf_counter()
-                client.send("PUT", f"{self._path}/{index}", body=payload, headers=put_headers,
-                            stop=context.check)
+                answer = client.send("PUT", f"{self._path}/{index}", body=payload,
+                                     headers=put_headers, stop=context.check)
                 seconds = time.perf_counter() - started
-                chooser.observe_network(len(payload), seconds)
+                chooser.observe_network(len(payload), seconds - _server_seconds(answer))
+                chooser.observe_bucket(encoding, len(data), time.perf_counter() - began)
                 self._in_flight.observe_request(seconds)
 
             try:
@@ -353,3 +356,11 @@ def _is_corruption(error: BaseException) -> bool:
         return bool(json.loads(error.details).get("OrthancStatus") == 20)
     except (ValueError, AttributeError):
         return False
+
+
+def _server_seconds(answer: HttpAnswer) -> float:
+    """The receiver's own time on a bucket (receivers of ours say it), not the link's."""
+    try:
+        return max(0.0, float(answer.headers.get(SERVER_SECONDS_HEADER, 0.0)))
+    except ValueError:
+        return 0.0

@@ -16,6 +16,7 @@ from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
     ENCODING_HEADER,
+    SERVER_SECONDS_HEADER,
     Encoding,
     adapt,
     encode,
@@ -58,6 +59,7 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
     if app.config.restrict_chunks_to_transfers:
         app.announcements.check(chunk.instance_ids)
     encoding = chunk.encoding
+    received = time.perf_counter()
     with app.chunk_slots:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
         # A receiver of ours accepts plain bytes for data that does not compress.
@@ -73,7 +75,8 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
     app.services.publish_cache_metrics()
     return Response(body=payload, content_type=encoding.mime_type,
                     headers={ENCODING_HEADER: encoding.value,
-                             ENCODE_SECONDS_HEADER: f"{seconds:.6f}"})
+                             ENCODE_SECONDS_HEADER: f"{seconds:.6f}",
+                             SERVER_SECONDS_HEADER: f"{time.perf_counter() - received:.6f}"})
 
 
 # -- /plugins: make original peers see "transfers" ----------------------------------------

@@ -4,10 +4,11 @@ receiving end of push mode (``/transfers/push...``, reference §3.2-3.3, §3.7-3
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING
 
 from .buckets import PushPlan
-from .encoding import ENCODING_HEADER, local_encodings
+from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, local_encodings
 from .errors import BadRequest, PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
 from .protocol import COMMIT_WAIT_HEADER, TransferQuery
@@ -86,9 +87,11 @@ def delete_push_transaction(app: TransfersApp, request: Request) -> Response:
 
 
 def put_push_bucket(app: TransfersApp, request: Request) -> Response:
+    received = time.perf_counter()
     app.push_receiver.put(_transaction_id(request), request.groups[1], request.body,
                           request.headers.get(ENCODING_HEADER.lower()))
-    return Response(body="{}")
+    return Response(body="{}", headers={
+        SERVER_SECONDS_HEADER: f"{time.perf_counter() - received:.6f}"})
 
 
 def post_push_commit(app: TransfersApp, request: Request) -> Response:

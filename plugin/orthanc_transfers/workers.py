@@ -42,6 +42,12 @@ class InFlight:
         with self._lock:
             self._rtt = seconds if self._rtt is None else min(self._rtt, seconds)
 
+    @property
+    def rtt(self) -> float | None:
+        """The shortest small request seen (None before any)."""
+        with self._lock:
+            return self._rtt
+
     def observe_request(self, seconds: float) -> None:
         """Duration of one bucket request."""
         with self._lock:

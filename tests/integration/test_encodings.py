@@ -85,6 +85,10 @@ def test_chunks_route_serves_every_encoding_and_adapts(pair: Any) -> None:
                        headers={"X-Transfers-Adaptive": "1"})
         encoding = Encoding(answer.headers["X-Transfers-Encoding"])
         assert decode(answer.content, encoding, len(data)) == data
+        # The source's own time (read + encode) is what a receiver takes out of the
+        # request's time to measure the link; it includes the encoding's CPU time.
+        assert float(answer.headers["X-Transfers-Server-Seconds"]) >= 0
+        assert float(answer.headers["X-Transfers-Encode-Seconds"]) >= 0
         adapted[instance] = encoding
     assert [adapted[i] for i in ids] == [Encoding.SHUFFLE_XZ, Encoding.NONE, Encoding.XZ]
     # An original receiver still gets a gzip member, whatever the data.

@@ -101,3 +101,33 @@ def test_small_or_empty_observations_are_ignored() -> None:
     c.observe_network(1_000_000, 0.0)
     c.observe_encoding(Encoding.NONE, 0, 1_000_000, 1_000_000, 0.1)
     assert c.link_rate == before
+
+
+def lan_chooser() -> EncodingChooser:
+    return EncodingChooser("gzip", frozenset(local_encodings()), gzip_level=1, threads=4,
+                           cores=2, rtt=0.0005)
+
+
+def test_on_a_lan_buckets_follow_what_measured_faster_end_to_end() -> None:
+    # The peer's queue makes the link look slow: the model alone would compress.
+    lan = lan_chooser()
+    for _ in range(20):
+        lan.observe_network(4_000_000, 4_000_000 / 10e6)
+    assert lan.choose(IMAGE)[0] is not Encoding.NONE
+    lan.observe_bucket(Encoding.ZSTD, 4_000_000, 0.08)          # 50 MB/s compressed
+    lan.observe_bucket(Encoding.NONE, 4_000_000, 0.02)          # 200 MB/s plain
+    chosen = [lan.choose(IMAGE)[0] for _ in range(12)]
+    assert chosen.count(Encoding.NONE) == 10                    # one probe in six
+    lan.observe_bucket(Encoding.ZSTD, 4_000_000, 0.004)        # compressed got faster
+    lan.observe_bucket(Encoding.ZSTD, 4_000_000, 0.004)
+    lan.observe_bucket(Encoding.ZSTD, 4_000_000, 0.004)
+    assert [lan.choose(IMAGE)[0] for _ in range(5)].count(Encoding.NONE) <= 1
+
+
+def test_off_a_lan_there_are_no_plain_probes() -> None:
+    wan = EncodingChooser("gzip", frozenset(local_encodings()), gzip_level=1, threads=4,
+                          cores=2, rtt=0.08)
+    for _ in range(20):
+        wan.observe_network(4_000_000, 4_000_000 / 0.6e6)
+    wan.observe_bucket(Encoding.NONE, 4_000_000, 0.001)
+    assert all(wan.choose(IMAGE)[0] is not Encoding.NONE for _ in range(24))
