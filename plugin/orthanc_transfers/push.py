@@ -181,7 +181,9 @@ class PushWork(TransferWork):
         started = time.perf_counter()
         answer = run_with_retries(attempt, self._services.retry_policy(),
                                   sleep=context.wait, should_stop=context.check)
-        self._in_flight.observe_rtt(time.perf_counter() - started)
+        # The receiver's own time (staging folders) is not the round trip's.
+        elapsed = time.perf_counter() - started
+        self._in_flight.observe_rtt(max(0.0, elapsed - _server_seconds(answer)))
         created = answer.json(client.peer.name, "/transfers/push")
         if not isinstance(created, dict) or not isinstance(created.get("Path"), str):
             raise PeerProtocolError(f"Bad network protocol from peer {client.peer.name}: "

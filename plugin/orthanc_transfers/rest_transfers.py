@@ -70,11 +70,14 @@ def _transaction_id(request: Request) -> str:
 
 
 def post_push(app: TransfersApp, request: Request) -> Response:
+    received = time.perf_counter()
     plan = PushPlan.from_wire(parse_json_body(request), app.config.max_instance_size)
     tx = app.push_receiver.create(plan)
     # "Encodings" is an extension: a sender of ours may then adapt each bucket.
-    return Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}",
-                          "Encodings": list(local_encodings())})
+    answer = Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}",
+                            "Encodings": list(local_encodings())})
+    answer.headers[SERVER_SECONDS_HEADER] = f"{time.perf_counter() - received:.6f}"
+    return answer
 
 
 def get_push_transaction(app: TransfersApp, request: Request) -> Response:
