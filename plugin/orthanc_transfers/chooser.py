@@ -54,7 +54,7 @@ def _priors(gzip_level: int) -> list[Codec]:
         Codec(Encoding.SHUFFLE_ZSTD, 9, 95e6, 3.15),
         Codec(Encoding.GZIP, gzip_level, 75e6 if gzip_level <= 1 else 20e6, 2.45),
         Codec(Encoding.SHUFFLE_XZ, 0, 22e6, 3.22),
-        Codec(Encoding.XZ, 0, 9e6, 2.70),
+        Codec(Encoding.XZ, 0, 22e6, 2.82),
         Codec(Encoding.SHUFFLE_XZ, 1, 13e6, 3.27),
     ]
 
