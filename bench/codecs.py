@@ -15,9 +15,14 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .study import SIZES, build_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugin"))
+# The plugin's own shuffle, so that the figures are those of the code that runs.
+from orthanc_transfers.encoding import shuffle, unshuffle
 
 LINKS_MBIT = (20, 100, 1000)
 
@@ -31,23 +36,11 @@ def _gzip(level: int) -> Codec:
     return f"gzip-{level}", compress, lambda d: zlib.decompress(d, 31)
 
 
-def _shuffle(data: bytes) -> bytes:
-    """The plugin's byte shuffle of 16-bit samples (encoding.py), timed with the codec."""
-    even = len(data) & ~1
-    return data[0:even:2] + data[1:even:2] + data[even:]
-
-
-def _unshuffle(shuffled: bytes) -> bytes:
-    half = len(shuffled) // 2
-    data = bytearray(shuffled)
-    data[0:2 * half:2], data[1:2 * half:2] = shuffled[:half], shuffled[half:2 * half]
-    return bytes(data)
-
-
 def _shuffled(codec: Codec) -> Codec:
+    """The codec after the plugin's own byte shuffle, timed together."""
     name, compress, decompress = codec
-    return (f"shuffle-{name}", lambda d: compress(_shuffle(d)),
-            lambda d: _unshuffle(decompress(d)))
+    return (f"shuffle-{name}", lambda d: compress(shuffle(d)),
+            lambda d: unshuffle(decompress(d)))
 
 
 def _xz(preset: int) -> Codec:

@@ -60,7 +60,12 @@ def _priors(gzip_level: int) -> list[Codec]:
 
 
 class EncodingChooser:
-    """Per transfer: which encoding and level the next bucket should use."""
+    """Per transfer: which encoding and level the next bucket should use.
+
+    One chooser is shared by the bucket threads of a job; ``_lock`` guards every estimate
+    and counter it keeps (link, codec speeds and ratios, LAN bucket rates, probe count).
+    It starts no thread.
+    """
 
     #: Assumed rate of the whole link before any measurement (bytes/s): 80 Mbit/s, where
     #: the fast shuffle-zstd-1 wins, so that the first buckets cost little CPU on a LAN and
@@ -101,19 +106,17 @@ class EncodingChooser:
         if judged is not None and not judged.compresses:
             return Encoding.NONE, 0
         with self._lock:
+            candidates = [c for c in self._codecs if judged is None or judged.shuffle_helps
+                          or not c.encoding.shuffled]
             link = self.link_rate
-            best_rate, plain = link, (Encoding.NONE, 0)
-            packed = best = plain
-            for codec in self._codecs:
-                if judged is not None and codec.encoding.shuffled and not judged.shuffle_helps:
-                    continue
+            best_rate, best = link, (Encoding.NONE, 0)
+            for codec in candidates:
                 rate = min(link * codec.ratio, codec.speed * self._cores)
                 if rate > best_rate * self.MARGIN:
                     best_rate, best = rate, (codec.encoding, codec.level)
-                if packed == plain:
-                    packed = (codec.encoding, codec.level)     # the cheapest codec
-            if self._lan and packed != plain:
-                best = self._lan_choice(best, packed if best == plain else best)
+            if self._lan and candidates:
+                cheapest = (candidates[0].encoding, candidates[0].level)
+                best = self._lan_choice(best, cheapest if best[0] is Encoding.NONE else best)
         return best
 
     def _lan_choice(self, model: tuple[Encoding, int],

@@ -28,6 +28,7 @@ import io
 import lzma
 import os
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,11 @@ ENCODE_SECONDS_HEADER = "X-Transfers-Encode-Seconds"
 #: request once it had it (reading, encoding / decoding, writing, hashing). A sender
 #: takes them out of the request's time, so that what remains is the link's.
 SERVER_SECONDS_HEADER = "X-Transfers-Server-Seconds"
+
+
+def server_seconds_header(received: float) -> dict[str, str]:
+    """The header saying the time spent since ``received`` (a ``perf_counter`` reading)."""
+    return {SERVER_SECONDS_HEADER: f"{time.perf_counter() - received:.6f}"}
 #: Header of a chunk request: the source may send plain data that does not compress.
 ADAPTIVE_HEADER = "X-Transfers-Adaptive"
 #: Bytes per sample of the shuffle: CT, MR, CR... store 16-bit words.
@@ -101,7 +107,7 @@ def encode(data: bytes, encoding: Encoding, level: int) -> bytes:
     if compressor is Encoding.ZSTD and zstandard is None:
         raise UnsupportedEncoding(encoding.value)
     with _ENCODERS:
-        raw = _shuffle(data) if encoding.shuffled else data
+        raw = shuffle(data) if encoding.shuffled else data
         if compressor is Encoding.ZSTD:
             packed = bytes(zstandard.ZstdCompressor(level=level).compress(raw))
         elif compressor is Encoding.XZ:
@@ -122,7 +128,7 @@ def decode(payload: bytes, encoding: Encoding, expected_size: int) -> bytes:
         if not payload or payload[0] != SAMPLE_SIZE:
             raise IntegrityError(f"Corrupted {encoding.value} payload: its first byte is not "
                                  f"the sample size {SAMPLE_SIZE}")
-        data = _unshuffle(_DECODERS[encoding.compressor](payload[1:], expected_size))
+        data = unshuffle(_DECODERS[encoding.compressor](payload[1:], expected_size))
     else:
         data = _DECODERS[encoding](payload, expected_size)
     if len(data) != expected_size:
@@ -131,13 +137,13 @@ def decode(payload: bytes, encoding: Encoding, expected_size: int) -> bytes:
     return data
 
 
-def _shuffle(data: bytes) -> bytes:
+def shuffle(data: bytes) -> bytes:
     """Low bytes of the 16-bit samples, then their high bytes, then an odd last byte."""
     even = len(data) & ~1
     return data[0:even:2] + data[1:even:2] + data[even:]
 
 
-def _unshuffle(shuffled: bytes) -> bytes:
+def unshuffle(shuffled: bytes) -> bytes:
     half = len(shuffled) // 2
     data = bytearray(len(shuffled))
     data[0:2 * half:2] = shuffled[:half]
@@ -225,14 +231,9 @@ def sample(data: bytes) -> Sample:
     else:
         def quick(raw: bytes) -> bytes:
             return zlib.compress(raw, 1)
-    plain, shuffled = len(quick(piece)), len(quick(_shuffle(piece)))
+    plain, shuffled = len(quick(piece)), len(quick(shuffle(piece)))
     return Sample(len(piece) >= MIN_RATIO * min(plain, shuffled),
                   plain >= SHUFFLE_GAIN * shuffled)
-
-
-def compresses(data: bytes) -> bool:
-    """Whether a bucket is worth compressing, judged on a sample from its middle."""
-    return sample(data).compresses
 
 
 def adapt(asked: Encoding, data: bytes) -> Encoding:

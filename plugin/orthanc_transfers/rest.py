@@ -16,10 +16,10 @@ from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
     ENCODING_HEADER,
-    SERVER_SECONDS_HEADER,
     Encoding,
     adapt,
     encode,
+    server_seconds_header,
 )
 from .errors import BadRequest
 from .hostapi import Request, Response
@@ -76,7 +76,7 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
     return Response(body=payload, content_type=encoding.mime_type,
                     headers={ENCODING_HEADER: encoding.value,
                              ENCODE_SECONDS_HEADER: f"{seconds:.6f}",
-                             SERVER_SECONDS_HEADER: f"{time.perf_counter() - received:.6f}"})
+                             **server_seconds_header(received)})
 
 
 # -- /plugins: make original peers see "transfers" ----------------------------------------

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .buckets import PushPlan
-from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, local_encodings
+from .encoding import ENCODING_HEADER, local_encodings, server_seconds_header
 from .errors import BadRequest, PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
 from .protocol import COMMIT_WAIT_HEADER, TransferQuery
@@ -76,7 +76,7 @@ def post_push(app: TransfersApp, request: Request) -> Response:
     # "Encodings" is an extension: a sender of ours may then adapt each bucket.
     answer = Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}",
                             "Encodings": list(local_encodings())})
-    answer.headers[SERVER_SECONDS_HEADER] = f"{time.perf_counter() - received:.6f}"
+    answer.headers.update(server_seconds_header(received))
     return answer
 
 
@@ -93,8 +93,7 @@ def put_push_bucket(app: TransfersApp, request: Request) -> Response:
     received = time.perf_counter()
     app.push_receiver.put(_transaction_id(request), request.groups[1], request.body,
                           request.headers.get(ENCODING_HEADER.lower()))
-    return Response(body="{}", headers={
-        SERVER_SECONDS_HEADER: f"{time.perf_counter() - received:.6f}"})
+    return Response(body="{}", headers=server_seconds_header(received))
 
 
 def post_push_commit(app: TransfersApp, request: Request) -> Response:

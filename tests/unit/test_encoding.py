@@ -9,10 +9,10 @@ import pytest
 from orthanc_transfers.chooser import EncodingChooser
 from orthanc_transfers.encoding import (
     Encoding,
-    compresses,
     decode,
     encode,
     local_encodings,
+    sample,
 )
 from orthanc_transfers.errors import IntegrityError
 
@@ -52,9 +52,9 @@ def test_gzip_is_a_single_member_any_peer_reads() -> None:
 
 
 def test_compresses_tells_images_from_noise() -> None:
-    assert compresses(IMAGE)
-    assert not compresses(NOISE)
-    assert not compresses(b"")
+    assert sample(IMAGE).compresses
+    assert not sample(NOISE).compresses
+    assert not sample(b"").compresses
 
 
 def chooser(wanted: str = "gzip", encodings: frozenset[str] = frozenset(local_encodings())
