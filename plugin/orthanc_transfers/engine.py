@@ -28,6 +28,7 @@ from .errors import (
     Cancelled,
     Interrupted,
     Paused,
+    StopSignal,
     TransfersError,
     UnknownResource,
 )
@@ -75,12 +76,12 @@ class _Runner:
         self.job = job
         self.job_id = job.id
         self.stop_event = threading.Event()
-        self.stop_reason: type[TransfersError] = Paused
+        self.stop_reason: type[StopSignal] = Paused
         self.thread = threading.Thread(target=engine._run, args=(self,),
                                        name=f"TF-JOB-{job.id[:8]}", daemon=True)
         self._last_save = 0.0
 
-    def request_stop(self, reason: type[TransfersError]) -> None:
+    def request_stop(self, reason: type[StopSignal]) -> None:
         self.stop_reason = reason
         self.stop_event.set()
 
@@ -229,7 +230,7 @@ class JobEngine:
         try:
             job.work.run(runner)
             event = JobEvent.SUCCEED
-        except (Paused, Cancelled):
+        except StopSignal:
             event = None     # the state was already changed by whoever stopped us
         except TransfersError as e:
             failure, event = e, JobEvent.FAIL

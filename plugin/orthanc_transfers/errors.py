@@ -1,24 +1,35 @@
-"""Every error of the plugin, and how each one looks on the wire.
+"""Every error of the plugin, how each one looks on the wire, and the stop signals.
 
-The tree::
+The tree of errors (``retryable``: whether sending the same request again may help)::
 
     TransfersError                  500, root: carries an HTTP status and a JSON body
     ├── BadRequest                  400, the caller sent something malformed
     │   └── UnsupportedEncoding     an encoding this Orthanc cannot decode or encode
+    ├── ConfigurationError          500, a Transfers option or a peer is malformed
     ├── Forbidden                   403, refused by a security option
     ├── UnknownResource             404, no such peer, resource, job or transaction
     ├── Conflict                    409, the request is valid but not now
     │   └── InvalidTransition       409, a job action that its state does not allow
-    ├── ServiceUnavailable          503, retryable: e.g. every push slot is busy
-    ├── PeerError                   502, a remote Orthanc misbehaved (job failures)
-    │   ├── PeerUnreachable         connection refused, reset or timed out
-    │   ├── PeerHttpError           the peer answered with a non-200 status
-    │   └── PeerProtocolError       the peer answered 200 with something unusable
+    ├── ServiceUnavailable          503, e.g. every push slot is busy
+    ├── PeerError                   502, a remote Orthanc misbehaved       retryable
+    │   ├── PeerUnreachable         connection refused, reset or timed out retryable
+    │   ├── PeerHttpError           a non-200 status            retryable on 5xx/408/429
+    │   │   └── PeerCorruption      400: the peer received our bytes damaged
+    │   └── PeerProtocolError       a 200 answer with something unusable   retryable
     ├── IntegrityError              400, bytes that do not match their size or MD5
+    │   │                                                                  retryable
+    │   └── RepeatedCorruption      409, one instance failed its MD5 MAX_MD5_FAILURES times
     ├── StagingError                500, the staging area cannot be written
-    ├── RetriesExhausted            the last error after every retry (``from`` it)
-    └── Cancelled / Paused          not failures: a job was told to stop
-        └── Interrupted             (Cancelled) Orthanc is stopping; run again at start
+    └── RetriesExhausted            the last error after every retry (``from`` it)
+
+The stop signals are not errors: a job was told to stop, nothing went wrong. They have
+their own root, so that ``except TransfersError`` never catches one by accident::
+
+    StopSignal
+    ├── Paused                      keep what was done; resume continues
+    └── Cancelled                   the job fails with "canceled"; resubmit continues
+        └── Interrupted             Orthanc is stopping: run again at the next start
+            └── HostClosed          a call into Orthanc after it began to stop
 
 The JSON body uses the keys of Orthanc's own error answers (``HttpStatus``,
 ``Message``, ``Details``, ``OrthancStatus``...), which is what
@@ -40,6 +51,7 @@ ORTHANC_BAD_FILE_FORMAT = 15
 ORTHANC_UNKNOWN_RESOURCE = 17
 ORTHANC_CORRUPTED_FILE = 20
 ORTHANC_BAD_SEQUENCE_OF_CALLS = 6
+ORTHANC_UNAUTHORIZED = 29
 ORTHANC_CANCELED_JOB = 37
 
 _HTTP_REASONS = {
@@ -60,6 +72,8 @@ class TransfersError(Exception):
 
     http_status: ClassVar[int] = 500
     orthanc_code: ClassVar[int] = ORTHANC_PLUGIN_ERROR
+    #: Whether the same request, sent again, may succeed (read by :mod:`.retry`).
+    retryable: bool = False
 
     def __init__(self, message: str, details: str = "") -> None:
         super().__init__(message)
@@ -102,9 +116,13 @@ class UnsupportedEncoding(BadRequest):
                          "(it needs python3-zstandard)")
 
 
+class ConfigurationError(TransfersError, ValueError):
+    """A ``Transfers`` option or an ``OrthancPeers`` entry that cannot be used."""
+
+
 class Forbidden(TransfersError):
     http_status = 403
-    orthanc_code = 29          # Unauthorized
+    orthanc_code = ORTHANC_UNAUTHORIZED
 
 
 class UnknownResource(TransfersError):
@@ -130,6 +148,7 @@ class PeerError(TransfersError):
 
     http_status = 502
     orthanc_code = ORTHANC_NETWORK_PROTOCOL
+    retryable = True
 
     def __init__(self, message: str, *, peer: str = "", uri: str = "",
                  status: int | None = None, details: str = "") -> None:
@@ -138,25 +157,33 @@ class PeerError(TransfersError):
         self.uri = uri
         self.status = status
 
-    @property
-    def retryable(self) -> bool:
-        """Whether trying the same request again may succeed."""
-        return True
-
 
 class PeerUnreachable(PeerError):
     """The request never got an HTTP answer: refused, reset or timed out."""
 
 
 class PeerHttpError(PeerError):
-    @property
-    def retryable(self) -> bool:
+    """The peer answered with a status other than 200."""
+
+    def __init__(self, message: str, *, peer: str = "", uri: str = "",
+                 status: int | None = None, details: str = "") -> None:
+        super().__init__(message, peer=peer, uri=uri, status=status, details=details)
         # 4xx other than timeouts and throttling mean the request itself is wrong.
-        return self.status is None or self.status >= 500 or self.status in (408, 429)
+        self.retryable = status is None or status >= 500 or status in (408, 429)
+
+
+class PeerCorruption(PeerHttpError):
+    """The peer says that the bytes we sent arrived damaged (an :class:`IntegrityError`
+    on its side: HTTP 400 with ``OrthancStatus`` 20). It forgot every bucket of that
+    instance, so repeating this one request is not the fix: the sender asks what the
+    peer still holds and sends the rest (push's completion rounds)."""
+
+    retryable = False
 
 
 class PeerProtocolError(PeerError):
-    """A 200 answer whose content is not what the protocol says."""
+    """A 200 answer whose content is not what the protocol says (retryable: a proxy
+    may have cut or replaced one answer)."""
 
 
 class IntegrityError(TransfersError):
@@ -168,10 +195,19 @@ class IntegrityError(TransfersError):
 
     http_status = 400
     orthanc_code = ORTHANC_CORRUPTED_FILE
+    retryable = True           # a bucket damaged on the way is worth another download
 
     def __init__(self, message: str, *, instance: str = "", details: str = "") -> None:
         super().__init__(message, details)
         self.instance = instance
+
+
+class RepeatedCorruption(IntegrityError):
+    """One instance failed its MD5 check too often: the source itself is damaged, or the
+    link corrupts it every time. 409, so that a push sender stops resending it."""
+
+    http_status = 409
+    retryable = False
 
 
 class StagingError(TransfersError):
@@ -189,15 +225,25 @@ class RetriesExhausted(TransfersError):
         self.history = history
 
 
-class Cancelled(TransfersError):
-    """A job was cancelled (by a user or by Orthanc stopping)."""
+class StopSignal(Exception):
+    """A job was told to stop (by a user or by Orthanc stopping); not a failure."""
 
-    orthanc_code = ORTHANC_CANCELED_JOB
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Paused(StopSignal):
+    """A job was paused; it keeps what it has done."""
+
+
+class Cancelled(StopSignal):
+    """A job was cancelled (by a user or by Orthanc stopping)."""
 
 
 class Interrupted(Cancelled):
     """Orthanc is stopping: the job runs again at the next start."""
 
 
-class Paused(TransfersError):
-    """A job was paused; it keeps what it has done."""
+class HostClosed(Interrupted):
+    """Orthanc is stopping: no more calls into it."""

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orthanc
 
 from .capabilities import Platform
-from .errors import BadRequest, Cancelled, TransfersError, UnknownResource
+from .errors import BadRequest, HostClosed, TransfersError, UnknownResource
 from .hostapi import Handler, Request, Response
 
 T = TypeVar("T")
@@ -34,10 +34,6 @@ _KEPT_FOR_ORTHANC: list[Callable[..., Any]] = []
 
 _BAD_REQUEST_CODES = {3, 5, 8, 12, 15, 28, 33}
 _UNKNOWN_RESOURCE_CODES = {7, 13, 17}
-
-
-class HostClosed(Cancelled):
-    """Orthanc is stopping: no more calls into it."""
 
 
 class OrthancHost:

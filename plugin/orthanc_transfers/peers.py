@@ -14,7 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .config import PeerConfig, TransfersConfig
-from .errors import PeerError, PeerHttpError, PeerProtocolError, PeerUnreachable
+from .errors import (
+    ORTHANC_CORRUPTED_FILE,
+    PeerCorruption,
+    PeerError,
+    PeerHttpError,
+    PeerProtocolError,
+    PeerUnreachable,
+)
 from .httpclient import HttpAnswer, HttpPools, Tls, TransportError
 
 #: Peer status strings of ``GET /transfers/peers``; third-party clients match them exactly.
@@ -66,7 +73,8 @@ class PeerClient:
             raise PeerUnreachable(f"Peer {self.peer.name} unreachable on {method} {uri}: {e}",
                                   peer=self.peer.name, uri=uri) from e
         if expect_ok and answer.status != 200:
-            raise PeerHttpError(
+            error = PeerCorruption if _says_corrupted(answer) else PeerHttpError
+            raise error(
                 f"Peer {self.peer.name} answered HTTP {answer.status} to {method} {uri}",
                 peer=self.peer.name, uri=uri, status=answer.status,
                 details=answer.body[:500].decode("utf-8", "replace"))
@@ -91,6 +99,16 @@ class PeerClient:
                    ca_file=self._config.https_ca_certificates or None,
                    cert_file=self.peer.certificate_file or None,
                    key_file=self.peer.certificate_key_file or None)
+
+
+def _says_corrupted(answer: HttpAnswer) -> bool:
+    """A 400 whose Orthanc-style body says CorruptedFile: bytes we sent arrived damaged."""
+    if answer.status != 400:
+        return False
+    try:
+        return bool(json.loads(answer.body).get("OrthancStatus") == ORTHANC_CORRUPTED_FILE)
+    except (ValueError, AttributeError):
+        return False
 
 
 def probe_status(client: PeerClient, timeout: float) -> str:

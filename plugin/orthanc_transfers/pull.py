@@ -29,9 +29,7 @@ from .encoding import (
     decode,
 )
 from .errors import (
-    Cancelled,
     IntegrityError,
-    Paused,
     PeerProtocolError,
     StagingError,
     TransfersError,
@@ -107,8 +105,7 @@ class PullWork(TransferWork):
                 raise
             self._import(area, context, stream.imported if stream is not None else set())
         except TransfersError as e:
-            if not isinstance(e, Cancelled | Paused):
-                self.failure = failure_reason(e, self.query.peer)
+            self.failure = failure_reason(e, self.query.peer)
             raise
         self.stats.phase = "Done"
         self.discard()

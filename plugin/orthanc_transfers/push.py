@@ -29,8 +29,7 @@ from .buckets import Bucket, PushPlan, plan_buckets, slices_first
 from .chooser import EncodingChooser
 from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, encode
 from .errors import (
-    Cancelled,
-    Paused,
+    PeerCorruption,
     PeerError,
     PeerHttpError,
     PeerProtocolError,
@@ -117,10 +116,9 @@ class PushWork(TransferWork):
                 early = self._send(client, plan, held, context)
                 self._commit(client, context, early)
         except TransfersError as e:
-            if not isinstance(e, Cancelled | Paused):
-                self.failure = failure_reason(e, self.query.peer)
-                if client is not None and self._receiver_refused(e):
-                    self._abandon(client)
+            self.failure = failure_reason(e, self.query.peer)
+            if client is not None and self._receiver_refused(e):
+                self._abandon(client)
             raise
         self.stats.phase = "Done"
         self.discard()
@@ -259,7 +257,7 @@ class PushWork(TransferWork):
                 run_with_retries(attempt, policy, sleep=context.wait,
                                  should_stop=context.check, on_retry=stats.retried)
             except RetriesExhausted as e:
-                if not _is_corruption(e.last):
+                if not isinstance(e.last, PeerCorruption):
                     raise
                 dropped.set()  # the receiver forgot a corrupted instance: resent next round
                 return []
@@ -348,16 +346,6 @@ def _encodings(answer: dict[str, Any]) -> frozenset[str]:
     if not isinstance(value, list):
         return frozenset()
     return frozenset(e for e in value if isinstance(e, str))
-
-
-def _is_corruption(error: BaseException) -> bool:
-    """A receiver saying that bytes arrived damaged (CorruptedFile, code 20)."""
-    if not isinstance(error, PeerHttpError):
-        return False
-    try:
-        return bool(json.loads(error.details).get("OrthancStatus") == 20)
-    except (ValueError, AttributeError):
-        return False
 
 
 def _server_seconds(answer: HttpAnswer) -> float:

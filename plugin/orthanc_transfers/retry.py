@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .errors import Cancelled, Paused, PeerError, RetriesExhausted, TransfersError
+from .errors import RetriesExhausted, TransfersError
 
 T = TypeVar("T")
 
@@ -40,10 +40,7 @@ class RetryPolicy:
         return float(min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1)))
 
     def is_retryable(self, error: BaseException) -> bool:
-        if isinstance(error, PeerError):
-            return error.retryable
-        # Decoding, length and MD5 errors of a bucket are worth another download.
-        return isinstance(error, TransfersError) and error.orthanc_code in (20, 9)
+        return isinstance(error, TransfersError) and error.retryable
 
     def increment(self, error: BaseException) -> RetryPolicy:
         """The policy for the next attempt, or :class:`RetriesExhausted` from ``error``."""
@@ -72,7 +69,7 @@ def run_with_retries(action: Callable[[], T], policy: RetryPolicy, *,
         should_stop()
         try:
             return action()
-        except (Cancelled, Paused, RetriesExhausted):
+        except RetriesExhausted:      # an inner policy gave up: not ours to retry
             raise
         except TransfersError as error:
             policy = policy.increment(error)

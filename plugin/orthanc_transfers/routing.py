@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, TransfersError
+from .errors import BadRequest, ServiceUnavailable, StopSignal, TransfersError
 from .hostapi import Handler, Request, Response
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ def guarded(app: TransfersApp, route: Route) -> Handler:
             return handler(app, request)
         except TransfersError as e:
             return Response(status=e.http_status, body=e.to_body(request.method, request.uri))
+        except StopSignal as e:         # Orthanc began to stop while this request ran
+            stopping = ServiceUnavailable(f"Orthanc is stopping: {e.message}")
+            return Response(status=503, body=stopping.to_body(request.method, request.uri))
         except Exception as e:
             app.host.log_error(f"Transfers: unexpected error on {request.method} {request.uri}: "
                                f"{traceback.format_exc()}")

@@ -9,18 +9,24 @@ from orthanc_transfers import errors
 from orthanc_transfers.errors import (
     BadRequest,
     Cancelled,
+    ConfigurationError,
     Conflict,
+    Forbidden,
+    HostClosed,
     IntegrityError,
     Interrupted,
     InvalidTransition,
     Paused,
+    PeerCorruption,
     PeerError,
     PeerHttpError,
     PeerProtocolError,
     PeerUnreachable,
+    RepeatedCorruption,
     RetriesExhausted,
     ServiceUnavailable,
     StagingError,
+    StopSignal,
     TransfersError,
     UnknownResource,
 )
@@ -39,9 +45,10 @@ TABLE: list[tuple[type[TransfersError], int, int, str]] = [
     (PeerProtocolError, 502, errors.ORTHANC_NETWORK_PROTOCOL, "Bad Gateway"),
     (IntegrityError, 400, errors.ORTHANC_CORRUPTED_FILE, "Bad Request"),
     (StagingError, 500, errors.ORTHANC_CANNOT_WRITE_FILE, "Internal Server Error"),
-    (Cancelled, 500, errors.ORTHANC_CANCELED_JOB, "Internal Server Error"),
-    (Interrupted, 500, errors.ORTHANC_CANCELED_JOB, "Internal Server Error"),
-    (Paused, 500, errors.ORTHANC_PLUGIN_ERROR, "Internal Server Error"),
+    (ConfigurationError, 500, errors.ORTHANC_PLUGIN_ERROR, "Internal Server Error"),
+    (PeerCorruption, 502, errors.ORTHANC_NETWORK_PROTOCOL, "Bad Gateway"),
+    (RepeatedCorruption, 409, errors.ORTHANC_CORRUPTED_FILE, "Conflict"),
+    (Forbidden, 403, errors.ORTHANC_UNAUTHORIZED, "Forbidden"),
 ]
 
 
@@ -85,7 +92,9 @@ def test_to_body_is_json() -> None:
 
 def test_hierarchy() -> None:
     assert issubclass(InvalidTransition, Conflict)
-    assert issubclass(Interrupted, Cancelled)
+    assert issubclass(PeerCorruption, PeerHttpError)
+    assert issubclass(RepeatedCorruption, IntegrityError)
+    assert issubclass(ConfigurationError, ValueError)      # what json/config callers catch
     assert all(issubclass(c, PeerError)
                for c in (PeerUnreachable, PeerHttpError, PeerProtocolError))
     assert str(BadRequest("text")) == "text"
@@ -111,3 +120,21 @@ def test_peer_http_error_retryable(status: int | None, retryable: bool) -> None:
 @pytest.mark.parametrize("cls", [PeerError, PeerUnreachable, PeerProtocolError])
 def test_other_peer_errors_are_retryable(cls: type[PeerError]) -> None:
     assert cls("x").retryable
+
+
+@pytest.mark.parametrize("cls", [Paused, Cancelled, Interrupted, HostClosed])
+def test_stop_signals_are_not_errors(cls: type[StopSignal]) -> None:
+    """A handler that catches TransfersError never swallows a pause or a cancel."""
+    signal = cls("job paused")
+    assert isinstance(signal, StopSignal) and not isinstance(signal, TransfersError)
+    assert signal.message == "job paused"
+    assert issubclass(HostClosed, Interrupted) and issubclass(Interrupted, Cancelled)
+
+
+@pytest.mark.parametrize(("cls", "retryable"), [
+    (TransfersError, False), (BadRequest, False), (StagingError, False),
+    (IntegrityError, True), (RepeatedCorruption, False), (PeerCorruption, False),
+    (ConfigurationError, False),
+])
+def test_retryable_is_a_class_attribute(cls: type[TransfersError], retryable: bool) -> None:
+    assert cls.retryable is retryable
