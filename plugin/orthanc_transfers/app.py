@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .capabilities import platform_report, releases_gil
-from .config import PeerConfig, parse_transfers_config
+from .concurrency import Throttles
+from .config import PeerConfig, parse_transfers_config, peer_problems
 from .engine import JobEngine, JobStore
 from .errors import BadRequest
 from .hostapi import Host
@@ -46,8 +46,8 @@ class TransfersApp:
             importer=LocalImporter(host, host.configuration(),
                                    enabled=self.config.import_through_http,
                                    threads=self.config.commit_threads_count,
-                                   timeout=self.config.http_timeout))
-        self.chunk_slots = threading.BoundedSemaphore(self.config.threads)
+                                   timeout=self.config.http_timeout),
+            throttles=Throttles.create(chunk_slots=self.config.threads))
         self.push_receiver = PushReceiver(self.services)
         self.announcements = Announcements(self.config.push_transaction_timeout)
         self.engine = JobEngine(
@@ -78,6 +78,8 @@ class TransfersApp:
         self.engine.start()
         self._remove_orphan_staging()
         self.host.log_warning(f"Transfers accelerator started, originator {self.originator}")
+        for problem in peer_problems(self.host.configuration()):
+            self.host.log_warning(f"Transfers: {problem}")
         platform = self.host.platform()
         for line in [*platform_report(platform),
                      self.services.importer.adapt(releases_gil(platform))]:

@@ -1,99 +1,237 @@
 """Configuration: the ``Transfers`` section and the ``OrthancPeers`` entries.
 
 Everything is parsed once into frozen values; nothing else in the package reads the
-raw configuration. Option names and defaults of the original C++ plugin are kept
-(reference §2.1); options that are new here are marked *new*.
+raw configuration. Every option is one row of :data:`OPTIONS`, which drives parsing
+(:func:`parse_transfers_config`), the start-up log (:meth:`TransfersConfig.describe`)
+and the README's table (:func:`options_markdown`; regenerate it with
+``PYTHONPATH=plugin python3 -m orthanc_transfers.config --markdown``). Option names and
+defaults of the original C++ plugin are kept (reference §2.1).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadRequest, UnknownResource
+from .errors import BadRequest, ConfigurationError, UnknownResource
 
-#: Worker threads per job; also the number of chunk requests served at once.
-DEFAULT_THREADS = 4
-#: Target bucket size, in KiB (4 MiB).
-DEFAULT_BUCKET_SIZE_KB = 4096
-#: Source-side cache of whole DICOM files, in MiB.
-DEFAULT_CACHE_SIZE_MB = 512
-#: Push transactions a receiver holds at once.
-DEFAULT_MAX_PUSH_TRANSACTIONS = 4
-#: Extra attempts after a failed HTTP request (0 = try once).
-DEFAULT_MAX_HTTP_RETRIES = 0
-#: Timeout of the ``GET /plugins`` probe of ``/transfers/peers``, in seconds.
-DEFAULT_PEER_CONNECTIVITY_TIMEOUT = 2
-#: Timeout of push creation and commit, in seconds.
-DEFAULT_PEER_COMMIT_TIMEOUT = 600
-#: Threads importing received files into Orthanc.
-DEFAULT_COMMIT_THREADS_COUNT = 1
-#: *new*: first pause before a retry, in seconds; doubles at each retry.
-DEFAULT_HTTP_RETRY_BACKOFF = 1.0
-#: *new*: longest pause between two retries, in seconds.
-DEFAULT_HTTP_RETRY_BACKOFF_MAX = 30.0
-#: *new*: idle push transactions are discarded after this many seconds.
-DEFAULT_PUSH_TRANSACTION_TIMEOUT = 3600
-#: *new*: finished transfer jobs kept in the history (Orthanc's JobsHistorySize).
-DEFAULT_JOBS_HISTORY_SIZE = 10
-#: *new*: transfer jobs running at once (Orthanc's ConcurrentJobs).
-DEFAULT_CONCURRENT_JOBS = 2
-#: *new*: refuse a declared instance larger than this, in MiB (push and pull).
-DEFAULT_MAX_INSTANCE_SIZE_MB = 4096
-#: *new*: zlib level of gzip buckets (1 fastest ... 9 smallest; the original uses 6).
-DEFAULT_GZIP_LEVEL = 1
-#: Orthanc's global ``HttpTimeout``, in seconds, used for every other peer call.
-DEFAULT_HTTP_TIMEOUT = 60
+KIB, MIB = 1024, 1024 * 1024
 
-_UNSIGNED_OPTIONS = {
-    "Threads": DEFAULT_THREADS,
-    "BucketSize": DEFAULT_BUCKET_SIZE_KB,
-    "CacheSize": DEFAULT_CACHE_SIZE_MB,
-    "MaxPushTransactions": DEFAULT_MAX_PUSH_TRANSACTIONS,
-    "MaxHttpRetries": DEFAULT_MAX_HTTP_RETRIES,
-    "PeerConnectivityTimeout": DEFAULT_PEER_CONNECTIVITY_TIMEOUT,
-    "PeerCommitTimeout": DEFAULT_PEER_COMMIT_TIMEOUT,
-    "CommitThreadsCount": DEFAULT_COMMIT_THREADS_COUNT,
-    "PushTransactionTimeout": DEFAULT_PUSH_TRANSACTION_TIMEOUT,
-    "MaxInstanceSize": DEFAULT_MAX_INSTANCE_SIZE_MB,
-    "GzipLevel": DEFAULT_GZIP_LEVEL,
-}
-# The original refuses to start with these at 0 (reference §2.1); so do we, and
-# Threads too, since 0 threads would make every job hang.
-_POSITIVE_OPTIONS = {"Threads", "BucketSize", "CacheSize", "MaxPushTransactions",
-                     "CommitThreadsCount", "MaxInstanceSize", "GzipLevel"}
+#: Origins of an option: the C++ plugin's (same name, unit and default), ours (in the
+#: ``Transfers`` section too), or Orthanc's own top-level option that the plugin follows.
+ORIGINAL, NEW, ORTHANC = "original", "new", "Orthanc"
+#: How ``describe()`` and the README show ``ImportThroughHttp`` when it is not set.
+AUTO = "auto"
 
 
-class ConfigurationError(ValueError):
-    """A configuration value that the plugin cannot run with; names the option."""
+# -- what a value may be ---------------------------------------------------------------------
+# Each parser gets the option's label ("Transfers.Threads", "HttpTimeout") for its message
+# and the value as written; it returns the value in the option's unit (KiB, MiB, s...).
+
+def _unsigned(label: str, value: Any) -> int:
+    # bool is an int subclass: without this check, true would pass as 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{label} must be an unsigned integer, got {value!r}")
+    return value
+
+
+def _positive(label: str, value: Any) -> int:
+    # The original refuses to start with BucketSize, CacheSize, MaxPushTransactions or
+    # CommitThreadsCount at 0 (reference §2.1); so do we, and with Threads at 0 too,
+    # since 0 threads would make every job hang.
+    number = _unsigned(label, value)
+    if number == 0:
+        raise ConfigurationError(f"{label} must be greater than 0")
+    return number
+
+
+def _zlib_level(label: str, value: Any) -> int:
+    return min(9, _positive(label, value))   # zlib has no level above 9
+
+
+def _number(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"{label} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _boolean(label: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{label} must be true or false, got {value!r}")
+    return value
+
+
+def _directory(label: str, value: Any) -> str:
+    if value is None:
+        return ""                            # null: as if unset, the derived default
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{label} must be a non-empty string")
+    return os.path.abspath(value)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What values an option accepts: the parser, and how the README says it."""
+
+    text: str
+    parse: Callable[[str, Any], Any]
+
+
+UNSIGNED = Kind("integer ≥ 0", _unsigned)
+POSITIVE = Kind("integer ≥ 1", _positive)
+ZLIB_LEVEL = Kind("integer ≥ 1 (above 9: 9)", _zlib_level)
+NUMBER = Kind("number ≥ 0", _number)
+BOOLEAN = Kind("true or false", _boolean)
+DIRECTORY = Kind("path", _directory)
+# Orthanc's own options: Orthanc checks their types when it reads them itself, so these
+# only shape them, as the plugin always did.
+WHOLE = Kind("integer ≥ 0", lambda label, value: int(_number(label, value)))
+JOBS = Kind("integer ≥ 0 (0 counts as 1)",     # Orthanc's 0 is "one per CPU": at least one
+            lambda label, value: max(1, int(_number(label, value))))
+FLAG = Kind("true or false", lambda label, value: bool(value))
+FILE = Kind("path", lambda label, value: str(value or ""))
+
+
+def _staging_under_storage(configuration: dict[str, Any]) -> str:
+    storage = configuration.get("StorageDirectory", "OrthancStorage")
+    return os.path.abspath(os.path.join(str(storage), "transfers-staging"))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its JSON name, where it goes in :class:`TransfersConfig`, and its doc."""
+
+    name: str
+    attribute: str                  # the TransfersConfig field that holds it
+    kind: Kind
+    default: Any                    # as written in the configuration; None: "auto"
+    unit: str                       # of the written value: "KiB", "MiB", "s" or ""
+    origin: str                     # ORIGINAL, NEW or ORTHANC
+    meaning: str
+    scale: int = 1                  # attribute = written value * scale (KiB → bytes)
+    shown: str = ""                 # the README's default, when not the value itself
+    # A default computed from other options; used when the value is unset or "".
+    derive: Callable[[dict[str, Any]], Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.origin == ORTHANC else f"Transfers.{self.name}"
+
+    def effective(self, written: Any) -> Any:
+        """The attribute's value for a written one (e.g. bytes for KiB)."""
+        return written if self.scale == 1 else written * self.scale
+
+    def written(self, effective: Any) -> Any:
+        """The value as it would be written, for the start-up log."""
+        if effective is None:
+            return AUTO
+        return effective if self.scale == 1 else effective // self.scale
+
+
+#: Every option, in the README's order: the original's eight (reference §2.1), ours,
+#: then Orthanc's.
+OPTIONS: tuple[Option, ...] = (
+    Option("Threads", "threads", POSITIVE, 4, "", ORIGINAL,
+           "HTTP requests in flight per job; chunk requests served at once by a source"),
+    Option("BucketSize", "bucket_size", POSITIVE, 4096, "KiB", ORIGINAL,
+           "instances smaller than this are grouped; those of twice this size or more are split",
+           scale=KIB),
+    Option("CacheSize", "cache_size", POSITIVE, 512, "MiB", ORIGINAL,
+           "source-side cache of whole DICOM files", scale=MIB),
+    Option("MaxPushTransactions", "max_push_transactions", POSITIVE, 4, "", ORIGINAL,
+           "push transactions a receiver holds at once; beyond, an idle one (≥ 60 s) is "
+           "evicted or the newcomer gets 503 and retries"),
+    Option("MaxHttpRetries", "max_http_retries", UNSIGNED, 0, "", ORIGINAL,
+           "extra attempts per request (bucket, lookup, creation, commit), with exponential "
+           "backoff; covers corrupted and short buckets too"),
+    Option("PeerConnectivityTimeout", "peer_connectivity_timeout", UNSIGNED, 2, "s", ORIGINAL,
+           "timeout of each peer probe of `/transfers/peers`"),
+    Option("PeerCommitTimeout", "peer_commit_timeout", UNSIGNED, 600, "s", ORIGINAL,
+           "timeout of push creation and commit"),
+    Option("CommitThreadsCount", "commit_threads_count", POSITIVE, 1, "", ORIGINAL,
+           "threads importing into Orthanc through `RestApiPost` while it holds the GIL; "
+           "imports that run in parallel use at least 4 (see `ImportThroughHttp`)"),
+    Option("HttpRetryBackoff", "http_retry_backoff", NUMBER, 1.0, "s", NEW,
+           "first pause before a retry; doubles each retry"),
+    Option("HttpRetryBackoffMax", "http_retry_backoff_max", NUMBER, 30.0, "s", NEW,
+           "longest pause between retries"),
+    Option("PushTransactionTimeout", "push_transaction_timeout", UNSIGNED, 3600, "s", NEW,
+           "idle push transactions are discarded after this"),
+    Option("MaxInstanceSize", "max_instance_size", POSITIVE, 4096, "MiB", NEW,
+           "a declared instance larger than this is refused (push and pull)", scale=MIB),
+    Option("GzipLevel", "gzip_level", ZLIB_LEVEL, 1, "", NEW,
+           "zlib level of gzip buckets; the original uses 6 (not part of the wire format: "
+           "any level is read by any peer)"),
+    Option("ImportThroughHttp", "import_through_http", BOOLEAN, None, "", NEW,
+           "import by posting to this Orthanc's own `/instances` over loopback (true) or "
+           "through `RestApiPost` (false); auto: see below", shown=AUTO),
+    Option("ImportDuringTransfer", "import_during_transfer", BOOLEAN, False, "", NEW,
+           "import each instance as soon as it is verified instead of all of them at the "
+           "end (pull jobs, and push transactions this server receives); see below"),
+    Option("SkipStoredInstances", "skip_stored_instances", BOOLEAN, False, "", NEW,
+           "a pull does not download instances this Orthanc already stores with the same "
+           "MD5 (counted in `SkippedInstances`); see below"),
+    Option("RestrictChunksToTransfers", "restrict_chunks_to_transfers", BOOLEAN, False, "",
+           NEW, "serve `/transfers/chunks` only for instances announced by a "
+           "`/transfers/lookup` (of an ongoing transfer, refreshed while it runs; expires "
+           "after `PushTransactionTimeout` unused); others get 403"),
+    Option("StagingDirectory", "staging_directory", DIRECTORY, "", "", NEW,
+           "received buckets, job state, push transactions",
+           shown="`<StorageDirectory>/transfers-staging`", derive=_staging_under_storage),
+    Option("HttpTimeout", "http_timeout", NUMBER, 60.0, "s", ORTHANC,
+           "timeout of every other call to a peer (unless its `OrthancPeers` entry has a "
+           "`Timeout`) and of loopback imports; 0: none"),
+    Option("ConcurrentJobs", "concurrent_jobs", JOBS, 2, "", ORTHANC,
+           "transfer jobs running at once"),
+    Option("JobsHistorySize", "jobs_history_size", WHOLE, 10, "", ORTHANC,
+           "finished transfer jobs kept"),
+    Option("HttpsVerifyPeers", "https_verify_peers", FLAG, True, "", ORTHANC,
+           "verify the certificates of HTTPS peers"),
+    Option("HttpsCACertificates", "https_ca_certificates", FILE, "", "", ORTHANC,
+           "CA certificates that HTTPS peers are verified against; unset: the system's",
+           shown="unset"),
+)
+
+_BY_ATTRIBUTE = {option.attribute: option for option in OPTIONS}
+
+
+def _default(attribute: str) -> Any:
+    """The default of a TransfersConfig field, from its option's row."""
+    option = _BY_ATTRIBUTE[attribute]
+    return option.effective(option.default)
 
 
 @dataclass(frozen=True)
 class TransfersConfig:
-    threads: int = DEFAULT_THREADS
-    bucket_size: int = DEFAULT_BUCKET_SIZE_KB * 1024            # bytes
-    cache_size: int = DEFAULT_CACHE_SIZE_MB * 1024 * 1024       # bytes
-    max_push_transactions: int = DEFAULT_MAX_PUSH_TRANSACTIONS
-    max_http_retries: int = DEFAULT_MAX_HTTP_RETRIES
-    peer_connectivity_timeout: float = DEFAULT_PEER_CONNECTIVITY_TIMEOUT
-    peer_commit_timeout: float = DEFAULT_PEER_COMMIT_TIMEOUT
-    commit_threads_count: int = DEFAULT_COMMIT_THREADS_COUNT
-    http_retry_backoff: float = DEFAULT_HTTP_RETRY_BACKOFF
-    http_retry_backoff_max: float = DEFAULT_HTTP_RETRY_BACKOFF_MAX
-    push_transaction_timeout: float = DEFAULT_PUSH_TRANSACTION_TIMEOUT
-    max_instance_size: int = DEFAULT_MAX_INSTANCE_SIZE_MB * 1024 * 1024  # bytes
-    gzip_level: int = DEFAULT_GZIP_LEVEL
-    staging_directory: str = ""
-    http_timeout: float = DEFAULT_HTTP_TIMEOUT
-    jobs_history_size: int = DEFAULT_JOBS_HISTORY_SIZE
-    concurrent_jobs: int = DEFAULT_CONCURRENT_JOBS
-    restrict_chunks_to_transfers: bool = False
-    import_through_http: bool | None = None     # None: through HTTP unless AllowThreads
-    import_during_transfer: bool = False
-    skip_stored_instances: bool = False
-    https_verify_peers: bool = True
-    https_ca_certificates: str = ""
+    """The effective settings; sizes in bytes and durations in seconds (see OPTIONS)."""
+
+    threads: int = _default("threads")
+    bucket_size: int = _default("bucket_size")
+    cache_size: int = _default("cache_size")
+    max_push_transactions: int = _default("max_push_transactions")
+    max_http_retries: int = _default("max_http_retries")
+    peer_connectivity_timeout: float = _default("peer_connectivity_timeout")
+    peer_commit_timeout: float = _default("peer_commit_timeout")
+    commit_threads_count: int = _default("commit_threads_count")
+    http_retry_backoff: float = _default("http_retry_backoff")
+    http_retry_backoff_max: float = _default("http_retry_backoff_max")
+    push_transaction_timeout: float = _default("push_transaction_timeout")
+    max_instance_size: int = _default("max_instance_size")
+    gzip_level: int = _default("gzip_level")
+    staging_directory: str = _default("staging_directory")    # "": not derived yet
+    http_timeout: float = _default("http_timeout")
+    jobs_history_size: int = _default("jobs_history_size")
+    concurrent_jobs: int = _default("concurrent_jobs")
+    restrict_chunks_to_transfers: bool = _default("restrict_chunks_to_transfers")
+    import_through_http: bool | None = _default("import_through_http")  # None: auto
+    import_during_transfer: bool = _default("import_during_transfer")
+    skip_stored_instances: bool = _default("skip_stored_instances")
+    https_verify_peers: bool = _default("https_verify_peers")
+    https_ca_certificates: str = _default("https_ca_certificates")
 
     def imports_during_transfer(self, requested: bool | None) -> bool:
         """A transfer's ``ImportDuringTransfer``: its request's, else this option."""
@@ -104,61 +242,20 @@ class TransfersConfig:
         return self.skip_stored_instances if requested is None else requested
 
     def describe(self) -> dict[str, Any]:
-        """The effective settings, under their option names, for the start-up log."""
-        return {
-            "Threads": self.threads,
-            "BucketSize": self.bucket_size // 1024,
-            "CacheSize": self.cache_size // (1024 * 1024),
-            "MaxPushTransactions": self.max_push_transactions,
-            "MaxHttpRetries": self.max_http_retries,
-            "PeerConnectivityTimeout": self.peer_connectivity_timeout,
-            "PeerCommitTimeout": self.peer_commit_timeout,
-            "CommitThreadsCount": self.commit_threads_count,
-            "HttpRetryBackoff": self.http_retry_backoff,
-            "PushTransactionTimeout": self.push_transaction_timeout,
-            "MaxInstanceSize": self.max_instance_size // (1024 * 1024),
-            "GzipLevel": self.gzip_level,
-            "StagingDirectory": self.staging_directory,
-            "HttpTimeout": self.http_timeout,
-            "RestrictChunksToTransfers": self.restrict_chunks_to_transfers,
-            "ImportThroughHttp": "auto" if self.import_through_http is None
-            else self.import_through_http,
-            "ImportDuringTransfer": self.import_during_transfer,
-            "SkipStoredInstances": self.skip_stored_instances,
-            "ConcurrentJobs": self.concurrent_jobs,
-            "JobsHistorySize": self.jobs_history_size,
-        }
+        """Every option's effective value, under its name and in the unit it is written
+        in (KiB, MiB, s; "auto" for an unset ``ImportThroughHttp``), for the start-up log."""
+        return {option.name: option.written(getattr(self, option.attribute))
+                for option in OPTIONS}
 
 
-def _unsigned(section: dict[str, Any], name: str, default: int) -> int:
-    value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"Transfers.{name} must be an unsigned integer, got {value!r}")
-    if name in _POSITIVE_OPTIONS and value == 0:
-        raise ConfigurationError(f"Transfers.{name} must be greater than 0")
-    return value
-
-
-def _number(section: dict[str, Any], name: str, default: float) -> float:
-    value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"Transfers.{name} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _boolean(section: dict[str, Any], name: str, default: bool) -> bool:
-    value = section.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"Transfers.{name} must be true or false, got {value!r}")
-    return value
-
-
-def _global_number(configuration: dict[str, Any], name: str, default: float) -> float:
-    """One of Orthanc's own options that we follow (HttpTimeout, ConcurrentJobs...)."""
-    value = configuration.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
+def _read(option: Option, section: dict[str, Any], configuration: dict[str, Any]) -> Any:
+    """``option``'s value from the configuration, in its attribute's unit."""
+    source = configuration if option.origin == ORTHANC else section
+    value = (option.kind.parse(option.label, source[option.name])
+             if option.name in source else option.default)
+    if option.derive is not None and value == "":
+        value = option.derive(configuration)
+    return option.effective(value)
 
 
 def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
@@ -166,47 +263,29 @@ def parse_transfers_config(configuration: dict[str, Any]) -> TransfersConfig:
     section = configuration.get("Transfers", {})
     if not isinstance(section, dict):
         raise ConfigurationError("the Transfers section must be a JSON object")
-    values = {name: _unsigned(section, name, default)
-              for name, default in _UNSIGNED_OPTIONS.items()}
-    staging = section.get("StagingDirectory")
-    if staging is None:
-        storage = configuration.get("StorageDirectory", "OrthancStorage")
-        staging = os.path.join(str(storage), "transfers-staging")
-    if not isinstance(staging, str) or not staging:
-        raise ConfigurationError("Transfers.StagingDirectory must be a non-empty string")
-    restrict = _boolean(section, "RestrictChunksToTransfers", False)
-    http_timeout = _global_number(configuration, "HttpTimeout", DEFAULT_HTTP_TIMEOUT)
-    return TransfersConfig(
-        threads=values["Threads"],
-        bucket_size=values["BucketSize"] * 1024,
-        cache_size=values["CacheSize"] * 1024 * 1024,
-        max_push_transactions=values["MaxPushTransactions"],
-        max_http_retries=values["MaxHttpRetries"],
-        peer_connectivity_timeout=values["PeerConnectivityTimeout"],
-        peer_commit_timeout=values["PeerCommitTimeout"],
-        commit_threads_count=values["CommitThreadsCount"],
-        http_retry_backoff=_number(section, "HttpRetryBackoff", DEFAULT_HTTP_RETRY_BACKOFF),
-        http_retry_backoff_max=_number(section, "HttpRetryBackoffMax",
-                                       DEFAULT_HTTP_RETRY_BACKOFF_MAX),
-        push_transaction_timeout=values["PushTransactionTimeout"],
-        max_instance_size=values["MaxInstanceSize"] * 1024 * 1024,
-        gzip_level=min(9, values["GzipLevel"]),
-        staging_directory=os.path.abspath(staging),
-        restrict_chunks_to_transfers=restrict,
-        import_through_http=_boolean(section, "ImportThroughHttp", True)
-        if "ImportThroughHttp" in section else None,
-        import_during_transfer=_boolean(section, "ImportDuringTransfer", False),
-        skip_stored_instances=_boolean(section, "SkipStoredInstances", False),
-        # Orthanc's HttpTimeout of 0 means "no timeout"; urllib3 wants None for that.
-        http_timeout=http_timeout,
-        jobs_history_size=int(_global_number(configuration, "JobsHistorySize",
-                                             DEFAULT_JOBS_HISTORY_SIZE)),
-        concurrent_jobs=max(1, int(_global_number(configuration, "ConcurrentJobs",
-                                                  DEFAULT_CONCURRENT_JOBS))),
-        https_verify_peers=bool(configuration.get("HttpsVerifyPeers", True)),
-        https_ca_certificates=str(configuration.get("HttpsCACertificates", "") or ""),
-    )
+    return TransfersConfig(**{option.attribute: _read(option, section, configuration)
+                              for option in OPTIONS})
 
+
+def _shown_default(option: Option) -> str:
+    if option.shown:
+        return option.shown
+    value = option.default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)                   # "30", not "30.0", as people write it
+    text = json.dumps(value)                 # true/false, as in the JSON configuration
+    return f"{text} ({option.unit})" if option.unit else text
+
+
+def options_markdown() -> str:
+    """The README's table of options, as Markdown (one row per entry of OPTIONS)."""
+    lines = ["| Option | Default | Accepts | Origin | Meaning |", "|---|---|---|---|---|"]
+    lines += [f"| `{option.name}` | {_shown_default(option)} | {option.kind.text} "
+              f"| {option.origin} | {option.meaning} |" for option in OPTIONS]
+    return "\n".join(lines) + "\n"
+
+
+# -- peers -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class PeerConfig:
@@ -267,17 +346,36 @@ def parse_peer(name: str, entry: Any) -> PeerConfig:
     )
 
 
-def parse_peers(configuration: dict[str, Any]) -> dict[str, PeerConfig]:
-    """Every usable peer, by name; a malformed entry is left out (and logged by the caller)."""
-    peers: dict[str, PeerConfig] = {}
+def _parse_each_peer(
+        configuration: dict[str, Any]) -> dict[str, PeerConfig | ConfigurationError]:
+    """Every ``OrthancPeers`` entry, parsed, or the reason it cannot be."""
+    outcomes: dict[str, PeerConfig | ConfigurationError] = {}
     section = configuration.get("OrthancPeers", {})
     if isinstance(section, dict):
         for name, entry in section.items():
             try:
-                peers[name] = parse_peer(name, entry)
-            except ConfigurationError:
-                continue
-    return peers
+                outcomes[name] = parse_peer(name, entry)
+            except ConfigurationError as error:
+                outcomes[name] = error
+    return outcomes
+
+
+def parse_peers(configuration: dict[str, Any]) -> dict[str, PeerConfig]:
+    """Every usable peer, by name; a malformed entry is left out (see peer_problems)."""
+    return {name: outcome for name, outcome in _parse_each_peer(configuration).items()
+            if isinstance(outcome, PeerConfig)}
+
+
+def peer_problems(configuration: dict[str, Any]) -> list[str]:
+    """One message per ``OrthancPeers`` entry that parse_peers leaves out, naming the peer
+    and the reason, for the start-up log: without it, a typo in a peer only shows later,
+    as "Unknown peer" on a transfer."""
+    section = configuration.get("OrthancPeers", {})
+    if not isinstance(section, dict):
+        return ["OrthancPeers must be a JSON object: no peer can be used"]
+    return [f"{outcome}: peer {name!r} left out"
+            for name, outcome in _parse_each_peer(configuration).items()
+            if isinstance(outcome, ConfigurationError)]
 
 
 def find_peer(configuration: dict[str, Any], name: Any) -> PeerConfig:
@@ -289,3 +387,16 @@ def find_peer(configuration: dict[str, Any], name: Any) -> PeerConfig:
         known = ", ".join(sorted(peers)) or "none"
         raise UnknownResource(f"Unknown peer: {name!r} (known peers: {known})")
     return peers[name]
+
+
+def main(arguments: list[str]) -> int:
+    """``python3 -m orthanc_transfers.config --markdown`` prints the README's table."""
+    if arguments != ["--markdown"]:
+        print("usage: python3 -m orthanc_transfers.config --markdown", file=sys.stderr)
+        return 2
+    print(options_markdown(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

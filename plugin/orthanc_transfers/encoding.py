@@ -26,8 +26,6 @@ import enum
 import importlib
 import io
 import lzma
-import os
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -92,29 +90,22 @@ def local_encodings() -> tuple[str, ...]:
     return ("shuffle-zstd", "zstd", "shuffle-xz", "xz", "gzip", "none")
 
 
-#: Compressions running at once in this process: one per core. More only share the
-#: cores, so that every bucket of a wave is ready late instead of the first ones early
-#: (measured: 4 buckets at once on 2 cores were all ready after 64-100 ms, the first
-#: one alone after 33 ms), and the link waits for the first bytes.
-_ENCODERS = threading.BoundedSemaphore(os.cpu_count() or 1)
-
-
 def encode(data: bytes, encoding: Encoding, level: int) -> bytes:
-    """``level``: zlib's or zstd's level; xz takes it as its preset (at most 9)."""
+    """``level``: zlib's or zstd's level; xz takes it as its preset (at most 9).
+    Callers on shared threads take ``Throttles.encoders`` around it."""
     if encoding is Encoding.NONE:
         return data
     compressor = encoding.compressor
     if compressor is Encoding.ZSTD and zstandard is None:
         raise UnsupportedEncoding(encoding.value)
-    with _ENCODERS:
-        raw = shuffle(data) if encoding.shuffled else data
-        if compressor is Encoding.ZSTD:
-            packed = bytes(zstandard.ZstdCompressor(level=level).compress(raw))
-        elif compressor is Encoding.XZ:
-            packed = lzma.compress(raw, preset=min(level, 9))
-        else:
-            deflater = zlib.compressobj(level, zlib.DEFLATED, 31)   # one single gzip member
-            packed = deflater.compress(raw) + deflater.flush()
+    raw = shuffle(data) if encoding.shuffled else data
+    if compressor is Encoding.ZSTD:
+        packed = bytes(zstandard.ZstdCompressor(level=level).compress(raw))
+    elif compressor is Encoding.XZ:
+        packed = lzma.compress(raw, preset=min(level, 9))
+    else:
+        deflater = zlib.compressobj(level, zlib.DEFLATED, 31)   # one single gzip member
+        packed = deflater.compress(raw) + deflater.flush()
     return bytes((SAMPLE_SIZE,)) + packed if encoding.shuffled else packed
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .concurrency import Background
 from .errors import (
     ORTHANC_CANCELED_JOB,
     Cancelled,
@@ -77,8 +78,7 @@ class _Runner:
         self.job_id = job.id
         self.stop_event = threading.Event()
         self.stop_reason: type[StopSignal] = Paused
-        self.thread = threading.Thread(target=engine._run, args=(self,),
-                                       name=f"TF-JOB-{job.id[:8]}", daemon=True)
+        self.thread = Background(lambda: engine._run(self), f"TF-JOB-{job.id[:8]}")
         self._last_save = 0.0
 
     def request_stop(self, reason: type[StopSignal]) -> None:
@@ -114,7 +114,11 @@ class JobEngine:
         self._sequence = 0
         self._stopping = False
         self._loaded = False
+        #: Notifications (pynetdicom's kind): called after the engine's lock is released,
+        #: each one contained, so that a listener can neither block nor break the engine.
         self.listeners: list[Callable[[JobRecord, JobEvent], None]] = []
+        self._events: list[tuple[JobRecord, JobEvent]] = []   # under _lock, until notified
+        self._notifying = threading.RLock()     # notifications go out one batch at a time
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -141,6 +145,7 @@ class JobEngine:
             self.load()
             self._stopping = False
             self._schedule()
+        self._notify()
 
     def stop(self) -> None:
         """Interrupt every runner and wait for them (Orthanc is stopping)."""
@@ -149,7 +154,8 @@ class JobEngine:
             runners = list(self._runners.values())
             for runner in runners:
                 runner.request_stop(Interrupted)
-                runner.job.apply(JobEvent.INTERRUPT)
+                self._apply(runner.job, JobEvent.INTERRUPT)
+        self._notify()
         deadline = time.monotonic() + STOP_TIMEOUT
         for runner in runners:
             runner.thread.join(max(0.0, deadline - time.monotonic()))
@@ -168,7 +174,8 @@ class JobEngine:
             self._jobs[job.id] = job
             self._save(job)
             self._schedule()
-            return job
+        self._notify()
+        return job
 
     def get(self, job_id: str) -> JobRecord:
         with self._lock:
@@ -191,7 +198,7 @@ class JobEngine:
         with self._lock:
             job = self.get(job_id)
             before = job.state
-            after = job.apply(event)
+            after = self._apply(job, event)
             if event is JobEvent.CANCEL and after is JobState.FAILURE and before is not after:
                 job.error_code, job.error_description = ORTHANC_CANCELED_JOB, "Job was canceled"
                 job.error_details = "Canceled by a user; resubmit to continue"
@@ -202,12 +209,12 @@ class JobEngine:
                 runner.request_stop(Paused if after is JobState.PAUSED else Cancelled)
             self._save(job)
             self._schedule()
+        self._notify()
 
     # -- internals --------------------------------------------------------------------
 
     def _attach(self, job: JobRecord) -> None:
         job.work = self._factory(job.type, job.request, job.id)
-        job.listeners = self.listeners
 
     def _schedule(self) -> None:
         if self._stopping:
@@ -216,7 +223,7 @@ class JobEngine:
                           if j.state is JobState.PENDING and j.id not in self._runners),
                          key=lambda j: (-j.priority, j.sequence))
         for job in pending[: max(0, self._concurrent - len(self._runners))]:
-            job.apply(JobEvent.START)
+            self._apply(job, JobEvent.START)
             runner = _Runner(self, job)
             self._runners[job.id] = runner
             self._save(job)
@@ -246,9 +253,10 @@ class JobEngine:
                     job.error_code = failure.orthanc_code
                     job.error_description = failure.message
                     job.error_details = failure.details or failure.message
-                job.apply(event)
+                self._apply(job, event)
             self._save(job)
             self._schedule()
+        self._notify()
 
     def _trim_history(self) -> None:
         # A job whose runner has not exited yet still uses its staging: trimmed later.
@@ -260,6 +268,25 @@ class JobEngine:
             self._store.delete(job.id)
             if job.work is not None:
                 job.work.discard()
+
+    def _apply(self, job: JobRecord, event: JobEvent) -> JobState:
+        """Move a job (under ``_lock``) and queue the notification of it."""
+        state = job.apply(event)
+        self._events.append((job, event))
+        return state
+
+    def _notify(self) -> None:
+        """Tell the listeners what happened, in order; called with ``_lock`` released."""
+        with self._notifying:
+            with self._lock:
+                events, self._events = self._events, []
+            for job, event in events:
+                for listener in list(self.listeners):
+                    try:
+                        listener(job, event)
+                    except Exception:
+                        self._log_error(f"Transfers: a job listener failed on {event.value} "
+                                        f"of {job.id}: {traceback.format_exc()}")
 
     def _save(self, job: JobRecord) -> None:
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -145,7 +144,6 @@ class JobRecord:
     saved_content: dict[str, Any] = field(default_factory=dict)
     saved_progress: float = 0.0
     work: Work | None = None
-    listeners: list[Callable[[JobRecord, JobEvent], None]] = field(default_factory=list)
 
     def apply(self, event: JobEvent) -> JobState:
         before = self.state
@@ -159,8 +157,6 @@ class JobRecord:
             self.completion_time = now
         elif before in FINISHED:
             self.completion_time = None
-        for listener in self.listeners:
-            listener(self, event)
         return self.state
 
     def _stop_clock(self, now: datetime.datetime) -> None:

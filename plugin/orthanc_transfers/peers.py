@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .concurrency import run_parallel
 from .config import PeerConfig, TransfersConfig
 from .errors import (
     ORTHANC_CORRUPTED_FILE,
@@ -125,10 +125,11 @@ def probe_status(client: PeerClient, timeout: float) -> str:
 def probe_peers(peers: list[PeerConfig], make_client: Callable[[PeerConfig], PeerClient],
                 timeout: float) -> dict[str, str]:
     """Probe every peer at once and independently: one dead peer never hides another."""
-    if not peers:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(32, len(peers)),
-                            thread_name_prefix="TF-DETECT") as pool:
-        futures = {peer.name: pool.submit(probe_status, make_client(peer), timeout)
-                   for peer in peers}
-        return {name: future.result() for name, future in futures.items()}
+    statuses: dict[str, str] = {}
+
+    def probe(peer: PeerConfig) -> list[PeerConfig]:
+        statuses[peer.name] = probe_status(make_client(peer), timeout)
+        return []
+
+    run_parallel(peers, probe, min(32, max(1, len(peers))), lambda: None, "TF-DETECT")
+    return {peer.name: statuses[peer.name] for peer in peers}

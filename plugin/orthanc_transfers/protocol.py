@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .encoding import Encoding, decode, encode, local_encodings
-from .errors import BadRequest
+from .errors import BadRequest, PeerProtocolError
 
 #: Orthanc identifiers are SHA-1 based: hex digits and dashes (e.g. 8-8-8-8-8).
 _ORTHANC_ID = re.compile(r"[0-9a-f]{1,64}(-[0-9a-f]{1,64}){0,8}")
@@ -312,3 +312,26 @@ class TransferQuery:
         if self.skip_stored_instances is not None:
             body["SkipStoredInstances"] = self.skip_stored_instances
         return body
+
+
+# -- answers of peers: checked here, so that a job's phases receive usable values ---------
+
+
+def require_fields(answer: Any, fields: dict[str, type], *, peer: str, uri: str,
+                   what: str) -> dict[str, Any]:
+    """``answer`` as an object whose ``fields`` have the given types, or the
+    :class:`PeerProtocolError` that names what is missing (``what``: which answer)."""
+    if not isinstance(answer, dict) or not all(isinstance(answer.get(key), kind)
+                                               for key, kind in fields.items()):
+        raise PeerProtocolError(f"Bad network protocol from peer {peer}: {what} without "
+                                f"{' and '.join(fields)}", peer=peer, uri=uri)
+    return answer
+
+
+def peer_encodings(answer: dict[str, Any]) -> frozenset[str]:
+    """The encodings a peer of ours announces (``Encodings`` of a lookup answer or of a
+    push transaction); original peers announce none, and are sent only what they know."""
+    value = answer.get("Encodings")
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(e for e in value if isinstance(e, str))

@@ -11,15 +11,15 @@ or, with ``ImportDuringTransfer``, as soon as each instance is.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .buckets import Bucket, plan_buckets, slices_first
 from .chooser import EncodingChooser
-from .commit import ImportStream, import_area
+from .concurrency import InFlight, run_parallel
 from .encoding import (
     ADAPTIVE_HEADER,
     ENCODE_SECONDS_HEADER,
@@ -29,22 +29,22 @@ from .encoding import (
     decode,
 )
 from .errors import (
-    IntegrityError,
     PeerProtocolError,
+    RepeatedCorruption,
     StagingError,
     TransfersError,
 )
+from .importing import ImportStream, import_area
 from .jobs import RunContext
+from .metrics import Metrics
 from .peers import PeerClient
-from .protocol import InstanceInfo
-from .retry import run_with_retries
+from .protocol import InstanceInfo, peer_encodings, require_fields
+from .retry import RetryPolicy, run_with_retries
+from .services import Services
 from .staging import DownloadArea
-from .transfer import TransferStats, TransferWork, failure_reason, transfer_content
-from .workers import run_parallel
+from .transfer_job import TransferStats, TransferWork, transfer_content
 
 PULL_JOB_TYPE = "PullTransfer"
-#: How many times one instance may fail its MD5 check before the job fails.
-MAX_MD5_FAILURES = 3
 
 
 def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
@@ -74,8 +74,12 @@ def fetch_bucket(client: PeerClient, bucket: Bucket, chooser: EncodingChooser,
     return actual, len(answer.body), data
 
 
-class PullWork(TransferWork):
+class PullWork(TransferWork[DownloadArea]):
     kind = "pull"
+
+    def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
+        super().__init__(services, job_id, request)
+        self._imported_early: set[str] = set()
 
     # -- Work protocol ----------------------------------------------------------------
 
@@ -88,89 +92,94 @@ class PullWork(TransferWork):
             content["Originator"] = self.query.originator
         return content
 
-    def run(self, context: RunContext) -> None:
-        self.failure = None
-        self.stats = TransferStats()
-        try:
-            client = self._services.client(self.query.peer)
-            area = self._prepare(client, context)
-            stream = self._import_stream(area, context)
-            try:
-                self._download(client, area, context, stream)
-                if stream is not None:
-                    stream.finish()
-            except BaseException:
-                if stream is not None:
-                    stream.abort()
-                raise
-            self._import(area, context, stream.imported if stream is not None else set())
-        except TransfersError as e:
-            self.failure = failure_reason(e, self.query.peer)
-            raise
-        self.stats.phase = "Done"
-        self.discard()
-
-    # -- phases -----------------------------------------------------------------------
-
-    def _lookup(self, client: PeerClient, context: RunContext) -> list[InstanceInfo]:
-        self.stats.phase = "Lookup"
-        headers = {"sender-transfer-id": self.query.sender_transfer_id or self.job_id}
-        body = [resource.to_wire() for resource in self.query.resources]
-        started = time.perf_counter()
-        answer = run_with_retries(
-            lambda: client.post_json("/transfers/lookup", body, headers=headers),
-            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
-        self._in_flight.observe_rtt(time.perf_counter() - started)
-        if not isinstance(answer, dict) or not isinstance(answer.get("Instances"), list) \
-                or not isinstance(answer.get("Originator"), str):
-            raise PeerProtocolError(f"Bad network protocol from peer {self.query.peer}: "
-                                    "lookup answer without Instances and Originator",
-                                    peer=self.query.peer, uri="/transfers/lookup")
-        if self.query.originator is not None and answer["Originator"] != self.query.originator:
-            raise PeerProtocolError(
-                f"Invalid originator, check out the RemoteSelf configuration option of peer "
-                f"{self.query.peer}", peer=self.query.peer, uri="/transfers/lookup")
-        try:
-            instances = [InstanceInfo.from_wire(item) for item in answer["Instances"]]
-        except TransfersError as e:
-            raise PeerProtocolError(f"Bad lookup answer from peer {self.query.peer}: "
-                                    f"{e.message}", peer=self.query.peer,
-                                    uri="/transfers/lookup") from e
-        encodings = answer.get("Encodings")          # only sources of ours say it
-        self._peer_encodings = frozenset(e for e in encodings if isinstance(e, str)) \
-            if isinstance(encodings, list) else frozenset()
-        return instances
+    # -- the steps of a transfer ------------------------------------------------------
 
     def _prepare(self, client: PeerClient, context: RunContext) -> DownloadArea:
         remote = self._lookup(client, context)
-        stats = self.stats
-        stats.total_instances = len(remote)
-        stats.total_size = sum(info.size for info in remote)
         limit = self._services.config.max_instance_size
         for info in remote:
             if info.size > limit:
                 raise PeerProtocolError(f"Instance {info.id} of {info.size} bytes exceeds "
                                         "Transfers.MaxInstanceSize", peer=self.query.peer)
+        todo, buckets = self._plan(client, remote)
+        self.stats.planned(len(remote), sum(info.size for info in remote),
+                           skipped=len(remote) - len(todo))
+        self._check_space(todo)
+        area = DownloadArea(self.directory, todo, buckets)
+        skipped_bytes = sum(i.size for i in remote) - sum(i.size for i in todo)
+        self.stats.transfer_starts(len(buckets), len(buckets) - area.count_pending(),
+                                   area.done_bytes() + skipped_bytes)
+        context.changed()
+        return area
+
+    def _move(self, client: PeerClient, area: DownloadArea, context: RunContext) -> None:
+        """Download the buckets; with ImportDuringTransfer, import while downloading."""
+        stream = self._import_stream(area, context)
+        try:
+            download = BucketDownload(
+                client, area, self._chooser(self.query.compression),
+                self._services.retry_policy(), self.stats, self._services.metrics,
+                self._in_flight, context, stream)
+            try:
+                run_parallel(slices_first(area.buckets, area.pending_buckets()),
+                             download.fetch, self._in_flight, context.check, "TF-PULL")
+            finally:
+                area.flush()
+            if stream is not None:
+                stream.finish()
+        except BaseException:
+            if stream is not None:
+                stream.abort()
+            raise
+        self._imported_early = stream.imported if stream is not None else set()
+
+    def _finish(self, client: PeerClient, area: DownloadArea, context: RunContext) -> None:
+        self.stats.set_phase("Import")
+        self.stats.import_starts(len(area.instances))
+        import_area(self._services, area, check=context.check,
+                    on_imported=lambda _: self._imported(context),
+                    imported=self._imported_early)
+
+    # -- preparing --------------------------------------------------------------------
+
+    def _lookup(self, client: PeerClient, context: RunContext) -> list[InstanceInfo]:
+        self.stats.set_phase("Lookup")
+        headers = {"sender-transfer-id": self.query.sender_transfer_id or self.job_id}
+        body = [resource.to_wire() for resource in self.query.resources]
+        uri, peer = "/transfers/lookup", self.query.peer
+        started = time.perf_counter()
+        answer = run_with_retries(
+            lambda: client.post_json(uri, body, headers=headers),
+            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+        self._in_flight.observe_rtt(time.perf_counter() - started)
+        answer = require_fields(answer, {"Instances": list, "Originator": str}, peer=peer,
+                                uri=uri, what="lookup answer")
+        if self.query.originator is not None and answer["Originator"] != self.query.originator:
+            raise PeerProtocolError(
+                f"Invalid originator, check out the RemoteSelf configuration option of peer "
+                f"{peer}", peer=peer, uri=uri)
+        try:
+            instances = [InstanceInfo.from_wire(item) for item in answer["Instances"]]
+        except TransfersError as e:
+            raise PeerProtocolError(f"Bad lookup answer from peer {peer}: {e.message}",
+                                    peer=peer, uri=uri) from e
+        self._peer_encodings = peer_encodings(answer)
+        return instances
+
+    def _plan(self, client: PeerClient, remote: list[InstanceInfo]
+              ) -> tuple[list[InstanceInfo], list[Bucket]]:
+        """The plan of an interrupted attempt if the source still has the same instances,
+        else a new one (without what this Orthanc stores, with SkipStoredInstances)."""
         saved = DownloadArea.saved_plan(self.directory)
         known = {info.id: info for info in remote}
         if saved is not None and all(known.get(i.id) == i for i in saved[0]):
-            todo, buckets = saved
-        else:
-            self.discard()
-            skip = self._skip_stored()
-            todo = [info for info in remote
-                    if not (skip and self._services.stored_md5(info.id) == info.md5)]
-            buckets = plan_buckets(todo, self._services.config.bucket_size,
-                                   compression=self.query.compression, base_url=client.peer.url)
-        stats.skipped_instances = len(remote) - len(todo)
-        self._check_space(todo)
-        area = DownloadArea(self.directory, todo, buckets)
-        stats.total_buckets = len(buckets)
-        stats.reused_buckets = len(buckets) - len(area.pending_buckets())
-        stats.done_bytes = area.done_bytes() + sum(i.size for i in remote) \
-            - sum(i.size for i in todo)
-        context.changed()
-        return area
+            return saved
+        self.discard()
+        skip = self._skip_stored()
+        todo = [info for info in remote
+                if not (skip and self._services.stored_md5(info.id) == info.md5)]
+        return todo, plan_buckets(todo, self._services.config.bucket_size,
+                                  compression=self.query.compression, base_url=client.peer.url)
 
     def _check_space(self, todo: list[InstanceInfo]) -> None:
         """Fail at once, and clearly, when the staging disk cannot hold the transfer."""
@@ -189,13 +198,15 @@ class PullWork(TransferWork):
         Off by default, as in the original: every requested instance is transferred."""
         return self._services.config.skips_stored_instances(self.query.skip_stored_instances)
 
+    # -- importing --------------------------------------------------------------------
+
     def _import_during_transfer(self) -> bool:
         return self._services.config.imports_during_transfer(self.query.import_during_transfer)
 
     def _import_stream(self, area: DownloadArea, context: RunContext) -> ImportStream | None:
         if not self._import_during_transfer():
             return None
-        self.stats.to_import = len(area.instances)
+        self.stats.import_starts(len(area.instances))
         stream = ImportStream(self._services, area, check=context.check,
                               on_imported=lambda _: self._imported(context))
         for instance_id in sorted(area.verified):       # staged by an earlier attempt
@@ -203,66 +214,52 @@ class PullWork(TransferWork):
         return stream
 
     def _imported(self, context: RunContext) -> None:
-        with self.stats.lock:
-            self.stats.imported += 1
+        self.stats.imported_one()
         context.changed()
 
-    def _download(self, client: PeerClient, area: DownloadArea, context: RunContext,
-                  stream: ImportStream | None) -> None:
-        stats = self.stats
-        stats.phase = "Transfer"
-        stats.started = stats.last_query = time.monotonic()
-        config = self._services.config
-        chooser = EncodingChooser(self.query.compression.value, self._peer_encodings,
-                                  gzip_level=config.gzip_level, threads=config.threads,
-                                  cores=os.cpu_count() or 1, rtt=self._in_flight.rtt)
-        policy = self._services.retry_policy()
-        md5_failures: dict[str, int] = {}
-        metrics = self._services.metrics
 
-        def fetch(index: int) -> list[int]:
-            if stream is not None:
-                stream.raise_if_failed()
-            if area.is_done(index):
-                return []
-            bucket = area.buckets[index]
+@dataclass
+class BucketDownload:
+    """The per-bucket step of one pull attempt, run by the attempt's pool threads."""
 
-            def attempt() -> tuple[Encoding, int, bytes]:
-                started = time.perf_counter()
-                result = fetch_bucket(client, bucket, chooser, context.check)
-                self._in_flight.observe_request(time.perf_counter() - started)
-                return result
+    client: PeerClient
+    area: DownloadArea
+    chooser: EncodingChooser
+    policy: RetryPolicy
+    stats: TransferStats
+    metrics: Metrics
+    in_flight: InFlight
+    context: RunContext
+    stream: ImportStream | None
 
-            encoding, network, data = run_with_retries(attempt, policy, sleep=context.wait,
-                                                       should_stop=context.check,
-                                                       on_retry=stats.retried)
-            completed = area.write_bucket(index, data)
-            stats.bucket_done(network, len(data), encoding.value)
-            metrics.add("pull_received_bytes", network)
-            again: list[int] = []
-            for instance_id in completed:
-                try:
-                    area.verify(instance_id)
-                except IntegrityError:
-                    metrics.add("corrupted_instances_count")
-                    md5_failures[instance_id] = md5_failures.get(instance_id, 0) + 1
-                    if md5_failures[instance_id] >= MAX_MD5_FAILURES:
-                        raise
-                    again.extend(area.buckets_of(instance_id))
-                    continue
-                if stream is not None:
-                    stream.submit(instance_id)
-            context.changed()
-            return again
-
+    def fetch(self, index: int) -> list[int]:
+        """Download, decode and accept bucket ``index``; returns the buckets to fetch
+        again (those of an instance whose MD5 failed)."""
+        if self.stream is not None:
+            self.stream.raise_if_failed()
+        if self.area.is_done(index):
+            return []
+        bucket = self.area.buckets[index]
+        encoding, network, data = run_with_retries(
+            lambda: self._attempt(bucket), self.policy, sleep=self.context.wait,
+            should_stop=self.context.check, on_retry=self.stats.retried)
         try:
-            run_parallel(slices_first(area.buckets, area.pending_buckets()), fetch,
-                         self._in_flight, context.check, "TF-PULL")
-        finally:
-            area.flush()
+            accepted = self.area.accept(index, data)
+        except RepeatedCorruption:
+            self.metrics.add("corrupted_instances_count")
+            raise
+        self.stats.bucket_done(network, len(data), encoding.value)
+        self.metrics.add("pull_received_bytes", network)
+        if accepted.corrupted:
+            self.metrics.add("corrupted_instances_count", len(accepted.corrupted))
+        for instance_id in accepted.verified:
+            if self.stream is not None:
+                self.stream.submit(instance_id)
+        self.context.changed()
+        return accepted.again
 
-    def _import(self, area: DownloadArea, context: RunContext, imported: set[str]) -> None:
-        self.stats.phase = "Import"
-        self.stats.to_import = len(area.instances)
-        import_area(self._services, area, check=context.check,
-                    on_imported=lambda _: self._imported(context), imported=imported)
+    def _attempt(self, bucket: Bucket) -> tuple[Encoding, int, bytes]:
+        started = time.perf_counter()
+        result = fetch_bucket(self.client, bucket, self.chooser, self.context.check)
+        self.in_flight.observe_request(time.perf_counter() - started)
+        return result

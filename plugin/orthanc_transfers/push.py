@@ -19,32 +19,31 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .buckets import Bucket, PushPlan, plan_buckets, slices_first
 from .chooser import EncodingChooser
-from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, encode
+from .concurrency import Background, InFlight, run_parallel
+from .encoding import ENCODING_HEADER, SERVER_SECONDS_HEADER, Encoding, encode
 from .errors import (
     PeerCorruption,
     PeerError,
     PeerHttpError,
-    PeerProtocolError,
     RetriesExhausted,
     TransfersError,
 )
 from .httpclient import HttpAnswer
 from .jobs import RunContext
-from .peers import PeerClient
-from .protocol import COMMIT_WAIT_HEADER, MAX_COMMIT_WAIT
-from .retry import run_with_retries
+from .peers import PeerAnswer, PeerClient
+from .protocol import COMMIT_WAIT_HEADER, MAX_COMMIT_WAIT, peer_encodings, require_fields
+from .retry import RetryPolicy, run_with_retries
 from .services import Services
 from .staging import plan_signature
-from .transfer import TransferStats, TransferWork, failure_reason, transfer_content
-from .workers import run_parallel
+from .transfer_job import TransferStats, TransferWork, transfer_content
 
 PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
@@ -52,46 +51,22 @@ STATE_FILE = "push.json"
 COMPLETION_ROUNDS = 3
 
 
-class EarlyCommit:
-    """A commit sent while the last buckets are still on the wire, on its own thread."""
+@dataclass
+class Outgoing:
+    """What one push attempt sends: the plan, and the buckets the receiver holds."""
 
-    def __init__(self, send: Callable[[], object]) -> None:
-        self._send = send
-        self._thread = threading.Thread(target=self._run, name="TF-PUSH-COMMIT", daemon=True)
-        self._done = threading.Event()
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def started(self) -> bool:
-        return self._thread.ident is not None
-
-    def _run(self) -> None:
-        try:
-            self._send()
-        except BaseException as e:
-            self.error = e
-        finally:
-            self._done.set()
-
-    def succeeded(self, check: Callable[[], None]) -> bool:
-        """Wait for the answer (a pause or cancel stops waiting); False if never sent."""
-        if not self.started:
-            return False
-        while not self._done.wait(0.1):
-            check()
-        return self.error is None
+    plan: PushPlan
+    held: set[int]
 
 
-class PushWork(TransferWork):
+class PushWork(TransferWork[Outgoing]):
     kind = "send"
 
     def __init__(self, services: Services, job_id: str, request: dict[str, Any]) -> None:
         super().__init__(services, job_id, request)
         self._headers: dict[str, str] = {}
         self._path = ""
+        self._early: Background | None = None
 
     # -- Work protocol ----------------------------------------------------------------
 
@@ -103,36 +78,72 @@ class PushWork(TransferWork):
             content["ImportDuringTransfer"] = self.query.import_during_transfer
         return content
 
-    def run(self, context: RunContext) -> None:
-        self.failure = None
-        self.stats = TransferStats()
-        client: PeerClient | None = None
-        try:
-            client = self._services.client(self.query.peer)
-            plan = self._plan()
-            self._services.prefetch_first(plan.instances)
-            held = self._open_transaction(client, plan, context)
-            if held is not None:
-                early = self._send(client, plan, held, context)
-                self._commit(client, context, early)
-        except TransfersError as e:
-            self.failure = failure_reason(e, self.query.peer)
-            if client is not None and self._receiver_refused(e):
-                self._abandon(client)
-            raise
-        self.stats.phase = "Done"
-        self.discard()
+    # -- the steps of a transfer ------------------------------------------------------
 
-    # -- phases -----------------------------------------------------------------------
+    def _prepare(self, client: PeerClient, context: RunContext) -> Outgoing | None:
+        """Plan from what Orthanc stores, then open (or reopen) the transaction."""
+        plan = self._plan()
+        self._services.prefetch_first(plan.instances)
+        held = self._open_transaction(client, plan, context)
+        return Outgoing(plan, held) if held is not None else None
+
+    def _move(self, client: PeerClient, outgoing: Outgoing, context: RunContext) -> None:
+        """PUT what the receiver lacks; a receiver of ours is sent the commit early."""
+        plan = outgoing.plan
+        self.stats.transfer_starts(
+            len(plan.buckets), len(outgoing.held),
+            sum(plan.buckets[i].size for i in outgoing.held if i < len(plan.buckets)))
+        upload = self._upload(client, plan, context)
+        # A commit sent while the last buckets are still on the wire (receivers of ours).
+        early = Background(lambda: self._send_commit(client, wait=True), "TF-PUSH-COMMIT") \
+            if self._peer_encodings else None
+        pending = slices_first(plan.buckets, (i for i in range(len(plan.buckets))
+                                              if i not in outgoing.held))
+        for _ in range(COMPLETION_ROUNDS):
+            upload.dropped.clear()
+            run_parallel(pending, upload.put, self._in_flight, context.check, "TF-PUSH",
+                         on_drained=early.start if early and not early.started else None)
+            if not upload.dropped.is_set():
+                break           # every PUT was accepted: no round trip to ask what is held
+            still_held = self._held_buckets(client)
+            if not isinstance(still_held, set):
+                break           # an original receiver, or already committed
+            pending = [i for i in range(len(plan.buckets)) if i not in still_held]
+            if not pending:
+                break
+        self._early = early if early is not None and early.started else None
+
+    def _finish(self, client: PeerClient, outgoing: Outgoing, context: RunContext) -> None:
+        self.stats.set_phase("Commit")
+        context.changed()
+        if self._early is not None and self._early.wait(context.check):
+            return
+        # Never sent, or it failed: commit now (a committed transaction answers {}).
+        run_with_retries(lambda: self._send_commit(client, wait=False),
+                         self._services.retry_policy(), sleep=context.wait,
+                         should_stop=context.check)
+
+    def _failed(self, client: PeerClient, error: TransfersError) -> None:
+        """A receiver that refused the data will not take it later: forget the
+        transaction. After a network failure it stays, for a resubmit to continue."""
+        cause = error.last if isinstance(error, RetriesExhausted) else error
+        refused = isinstance(cause, PeerHttpError) and cause.status is not None \
+            and 400 <= cause.status < 500 and cause.status != 404
+        if refused:
+            if self._path:
+                with contextlib.suppress(PeerError):
+                    client.send("DELETE", self._path, headers=self._headers)
+            self.discard()
+
+    # -- preparing --------------------------------------------------------------------
 
     def _plan(self) -> PushPlan:
-        self.stats.phase = "Lookup"
+        self.stats.set_phase("Lookup")
         source = self._services.source
         instances = source.describe_all(source.expand(self.query.resources))
         buckets = plan_buckets(instances, self._services.config.bucket_size,
                                compression=self.query.compression)
-        self.stats.total_instances = len(instances)
-        self.stats.total_size = sum(info.size for info in instances)
+        self.stats.planned(len(instances), sum(info.size for info in instances))
         return PushPlan(tuple(instances), tuple(buckets), self.query.compression,
                         self.query.import_during_transfer)
 
@@ -159,131 +170,73 @@ class PushWork(TransferWork):
         return set()
 
     def _create(self, client: PeerClient, plan: PushPlan, context: RunContext) -> None:
-        self.stats.phase = "Create"
+        self.stats.set_phase("Create")
         body = json.dumps(plan.to_wire()).encode()
-        deadline = time.monotonic() + self._services.config.peer_commit_timeout
         headers = {**self._headers, "Content-Type": "application/json"}
-        timeout = self._services.config.peer_commit_timeout
-
-        def attempt() -> Any:
-            while True:   # 503: every push slot of the receiver is busy; wait for one
-                try:
-                    return client.send("POST", "/transfers/push", body=body, headers=headers,
-                                       timeout=timeout)
-                except PeerHttpError as e:
-                    if e.status != 503 or time.monotonic() > deadline:
-                        raise
-                    self.stats.phase = "WaitingForReceiver"
-                    context.wait(1.0)
-
         started = time.perf_counter()
-        answer = run_with_retries(attempt, self._services.retry_policy(),
+        deadline = time.monotonic() + self._services.config.peer_commit_timeout
+        answer = run_with_retries(lambda: self._post_creation(client, body, headers, deadline,
+                                                              context),
+                                  self._services.retry_policy(),
                                   sleep=context.wait, should_stop=context.check)
         # The receiver's own time (staging folders) is not the round trip's.
         elapsed = time.perf_counter() - started
         self._in_flight.observe_rtt(max(0.0, elapsed - _server_seconds(answer)))
-        created = answer.json(client.peer.name, "/transfers/push")
-        if not isinstance(created, dict) or not isinstance(created.get("Path"), str):
-            raise PeerProtocolError(f"Bad network protocol from peer {client.peer.name}: "
-                                    "push creation answer without Path",
-                                    peer=client.peer.name, uri="/transfers/push")
+        uri = "/transfers/push"
+        created = require_fields(answer.json(client.peer.name, uri), {"Path": str},
+                                 peer=client.peer.name, uri=uri, what="push creation answer")
         self._path = created["Path"]
-        self._peer_encodings = _encodings(created)
+        self._peer_encodings = peer_encodings(created)
         if answer.cookies:
             self._headers["Cookie"] = answer.cookies
+
+    def _post_creation(self, client: PeerClient, body: bytes, headers: dict[str, str],
+                       deadline: float, context: RunContext) -> PeerAnswer:
+        """503: every push slot of the receiver is busy; wait for one until ``deadline``
+        (PeerCommitTimeout after the first attempt)."""
+        timeout = self._services.config.peer_commit_timeout
+        while True:
+            try:
+                return client.send("POST", "/transfers/push", body=body, headers=headers,
+                                   timeout=timeout)
+            except PeerHttpError as e:
+                if e.status != 503 or time.monotonic() > deadline:
+                    raise
+                self.stats.set_phase("WaitingForReceiver")
+                context.wait(1.0)
 
     def _held_buckets(self, client: PeerClient) -> set[int] | str | None:
         """Ask a receiver running this plugin which buckets it holds (None: cannot tell)."""
         try:
             status = client.send("GET", self._path, headers=self._headers, expect_ok=False)
+            value = status.json(client.peer.name, self._path) if status.status == 200 else None
         except PeerError:
-            return None
-        if status.status != 200:
-            return None
-        try:
-            value = status.json(client.peer.name, self._path)
-        except PeerProtocolError:
             return None
         if not isinstance(value, dict):
             return None
         if value.get("Committed") is True:
             return "committed"
-        self._peer_encodings = _encodings(value)
+        self._peer_encodings = peer_encodings(value)
         received = value.get("ReceivedBuckets")
         if not isinstance(received, list):
             return None
         return {i for i in received if isinstance(i, int)}
 
-    def _send(self, client: PeerClient, plan: PushPlan, held: set[int],
-              context: RunContext) -> EarlyCommit | None:
-        """PUT what the receiver lacks; a receiver of ours is sent the commit early."""
-        stats = self.stats
-        stats.phase = "Transfer"
-        stats.started = stats.last_query = time.monotonic()
-        stats.done_bytes = sum(plan.buckets[i].size for i in held if i < len(plan.buckets))
-        stats.total_buckets = len(plan.buckets)
-        stats.reused_buckets = len(held)
-        policy = self._services.retry_policy()
-        headers = {**self._headers, "Content-Type": "application/octet-stream"}
+    # -- moving -----------------------------------------------------------------------
 
-        config = self._services.config
-        chooser = EncodingChooser(plan.compression.value, self._peer_encodings,
-                                  gzip_level=config.gzip_level, threads=config.threads,
-                                  cores=os.cpu_count() or 1, rtt=self._in_flight.rtt)
+    def _upload(self, client: PeerClient, plan: PushPlan, context: RunContext) -> BucketUpload:
+        services = self._services
+        return BucketUpload(
+            client=client, plan=plan, path=self._path,
+            headers={**self._headers, "Content-Type": "application/octet-stream"},
+            chooser=self._chooser(plan.compression), policy=services.retry_policy(),
+            stats=self.stats, in_flight=self._in_flight, context=context,
+            read=self._bucket_bytes, encoders=services.throttles.encoders,
+            on_sent=self._sent)
 
-        dropped = threading.Event()
-
-        def put(index: int) -> list[int]:
-            data = self._bucket_bytes(plan.buckets[index])
-            encoding, level = chooser.choose(data)
-            began = time.perf_counter()
-            started = time.thread_time()      # CPU time: a wait for a free core is not speed
-            payload = encode(data, encoding, level)
-            chooser.observe_encoding(encoding, level, len(data), len(payload),
-                                     time.thread_time() - started)
-            put_headers = {**headers, ENCODING_HEADER: encoding.value} if chooser.adaptive \
-                else headers
-
-            def attempt() -> None:
-                started = time.perf_counter()
-                answer = client.send("PUT", f"{self._path}/{index}", body=payload,
-                                     headers=put_headers, stop=context.check)
-                seconds = time.perf_counter() - started
-                chooser.observe_network(len(payload), seconds - _server_seconds(answer))
-                chooser.observe_bucket(encoding, len(data), time.perf_counter() - began)
-                self._in_flight.observe_request(seconds)
-
-            try:
-                run_with_retries(attempt, policy, sleep=context.wait,
-                                 should_stop=context.check, on_retry=stats.retried)
-            except RetriesExhausted as e:
-                if not isinstance(e.last, PeerCorruption):
-                    raise
-                dropped.set()  # the receiver forgot a corrupted instance: resent next round
-                return []
-            stats.bucket_done(len(payload), plan.buckets[index].size, encoding.value)
-            self._services.metrics.add("push_sent_bytes", len(payload))
-            self._services.publish_cache_metrics()
-            context.changed()
-            return []
-
-        early = EarlyCommit(lambda: self._send_commit(client, wait=True)) \
-            if self._peer_encodings else None
-        pending = slices_first(plan.buckets, (i for i in range(len(plan.buckets))
-                                              if i not in held))
-        for _ in range(COMPLETION_ROUNDS):
-            dropped.clear()
-            run_parallel(pending, put, self._in_flight, context.check, "TF-PUSH",
-                         on_drained=early.start if early and not early.started else None)
-            if not dropped.is_set():
-                break           # every PUT was accepted: no round trip to ask what is held
-            still_held = self._held_buckets(client)
-            if not isinstance(still_held, set):
-                break           # an original receiver, or already committed
-            pending = [i for i in range(len(plan.buckets)) if i not in still_held]
-            if not pending:
-                break
-        return early if early is not None and early.started else None
+    def _sent(self, wire_bytes: int) -> None:
+        self._services.metrics.add("push_sent_bytes", wire_bytes)
+        self._services.publish_cache_metrics()
 
     def _bucket_bytes(self, bucket: Bucket) -> bytes:
         source = self._services.source
@@ -291,16 +244,7 @@ class PushWork(TransferWork):
                  for chunk in bucket.chunks]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _commit(self, client: PeerClient, context: RunContext,
-                early: EarlyCommit | None) -> None:
-        self.stats.phase = "Commit"
-        context.changed()
-        if early is not None and early.succeeded(context.check):
-            return
-        # Never sent, or it failed: commit now (a committed transaction answers {}).
-        run_with_retries(lambda: self._send_commit(client, wait=False),
-                         self._services.retry_policy(), sleep=context.wait,
-                         should_stop=context.check)
+    # -- finishing --------------------------------------------------------------------
 
     def _send_commit(self, client: PeerClient, *, wait: bool) -> None:
         timeout = self._services.config.peer_commit_timeout
@@ -312,19 +256,7 @@ class PushWork(TransferWork):
         client.send("POST", f"{self._path}/commit", body=b"", headers=headers,
                     timeout=timeout)
 
-    # -- failure handling and state ---------------------------------------------------
-
-    @staticmethod
-    def _receiver_refused(error: TransfersError) -> bool:
-        cause = error.last if isinstance(error, RetriesExhausted) else error
-        return isinstance(cause, PeerHttpError) and cause.status is not None \
-            and 400 <= cause.status < 500 and cause.status != 404
-
-    def _abandon(self, client: PeerClient) -> None:
-        if self._path:
-            with contextlib.suppress(PeerError):
-                client.send("DELETE", self._path, headers=self._headers)
-        self.discard()
+    # -- state kept in the job's staging folder ---------------------------------------
 
     def _load_state(self) -> dict[str, Any]:
         try:
@@ -340,12 +272,60 @@ class PushWork(TransferWork):
              "Cookie": self._headers.get("Cookie", "")}))
 
 
-def _encodings(answer: dict[str, Any]) -> frozenset[str]:
-    """What a receiver of ours decodes (absent from original receivers: no adapting)."""
-    value = answer.get("Encodings")
-    if not isinstance(value, list):
-        return frozenset()
-    return frozenset(e for e in value if isinstance(e, str))
+@dataclass
+class BucketUpload:
+    """The per-bucket step of one push attempt, run by the attempt's pool threads."""
+
+    client: PeerClient
+    plan: PushPlan
+    path: str
+    headers: dict[str, str]
+    chooser: EncodingChooser
+    policy: RetryPolicy
+    stats: TransferStats
+    in_flight: InFlight
+    context: RunContext
+    read: Callable[[Bucket], bytes]
+    encoders: threading.BoundedSemaphore
+    on_sent: Callable[[int], None]
+    #: Set when the receiver forgot a corrupted instance: its buckets go in the next round.
+    dropped: threading.Event = field(default_factory=threading.Event)
+
+    def put(self, index: int) -> list[int]:
+        data = self.read(self.plan.buckets[index])
+        encoding, level = self.chooser.choose(data)
+        started = time.thread_time()      # CPU time: a wait for a free core is not speed
+        with self.encoders:
+            payload = encode(data, encoding, level)
+        self.chooser.observe_encoding(encoding, level, len(data), len(payload),
+                                      time.thread_time() - started)
+        headers = {**self.headers, ENCODING_HEADER: encoding.value} \
+            if self.chooser.adaptive else self.headers
+        began = time.perf_counter()
+        try:
+            run_with_retries(lambda: self._attempt(index, payload, headers, began, encoding,
+                                                   len(data)),
+                             self.policy, sleep=self.context.wait,
+                             should_stop=self.context.check, on_retry=self.stats.retried)
+        except RetriesExhausted as e:
+            if not isinstance(e.last, PeerCorruption):
+                raise
+            self.dropped.set()
+            return []
+        self.stats.bucket_done(len(payload), self.plan.buckets[index].size, encoding.value)
+        self.on_sent(len(payload))
+        self.context.changed()
+        return []
+
+    def _attempt(self, index: int, payload: bytes, headers: dict[str, str], began: float,
+                 encoding: Encoding, size: int) -> None:
+        started = time.perf_counter()
+        answer = self.client.send("PUT", f"{self.path}/{index}", body=payload,
+                                  headers=headers, stop=self.context.check)
+        seconds = time.perf_counter() - started
+        self.chooser.observe_network(len(payload), seconds - _server_seconds(answer))
+        self.chooser.observe_bucket(encoding, size, time.perf_counter() - began)
+        self.in_flight.observe_request(seconds)
 
 
 def _server_seconds(answer: HttpAnswer) -> float:

@@ -2,10 +2,13 @@
 
 Same wire format as the original, with the improvements of reference §20:
 
-* one lock per transaction, so uploads to different transactions, and the buckets of
-  one transaction, are decoded and written in parallel;
-* every instance is MD5-checked as soon as its last bucket lands; a mismatch forgets
-  its buckets (the PUT that revealed it answers 500 so the sender sends them again);
+* buckets are decoded and written outside the table's lock, so uploads to different
+  transactions, and the buckets of one transaction, go in parallel (each transaction's
+  :class:`DownloadArea` has its own lock; see :mod:`.concurrency` for the rules);
+* every bucket goes through :meth:`DownloadArea.accept`, the step pull uses too: each
+  instance is MD5-checked as soon as its last bucket lands; a mismatch forgets its
+  buckets (the PUT that revealed it answers 400 CorruptedFile so the sender sends them
+  again), and an instance that fails ``MAX_MD5_FAILURES`` times is refused (409);
 * commit checks completeness and every MD5 *before* importing anything, and is
   idempotent: a retried commit of a committed transaction answers ``{}``;
 * ``MaxPushTransactions`` never evicts an active transaction: an idle one goes, or the
@@ -32,16 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from .buckets import PushPlan
-from .commit import ImportStream, import_area
 from .encoding import Encoding, decode, local_encodings
 from .errors import (
     BadRequest,
     Conflict,
     IntegrityError,
+    RepeatedCorruption,
     ServiceUnavailable,
     StagingError,
     UnknownResource,
 )
+from .importing import ImportStream, import_area
 from .protocol import MAX_COMMIT_WAIT, Compression
 from .services import Services
 from .staging import DownloadArea
@@ -63,7 +67,6 @@ class PushTransaction:
     last_active: float = field(default_factory=time.monotonic)
     in_flight: int = 0
     committing: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
     stream: ImportStream | None = None          # ImportDuringTransfer
     arrival: threading.Condition = field(default_factory=threading.Condition)
 
@@ -166,19 +169,27 @@ class PushReceiver:
             index = int(index_text)
             bucket = tx.area.buckets[index]
             data = decode(body, _encoding(encoding_name, tx.compression), bucket.size)
-            for instance_id in tx.area.write_bucket(index, data):
-                try:
-                    tx.area.verify(instance_id)
-                except IntegrityError:        # its buckets were forgotten: must come again
-                    self._services.metrics.add("corrupted_instances_count")
-                    raise
-                if tx.stream is not None:
-                    tx.stream.submit(instance_id)
+            self._accept(tx, index, data)
             self._services.metrics.add("push_received_bucket_bytes", len(body))
         finally:
             self._leave(tx)
         with tx.arrival:
             tx.arrival.notify_all()
+
+    def _accept(self, tx: PushTransaction, index: int, data: bytes) -> None:
+        try:
+            accepted = tx.area.accept(index, data)
+        except RepeatedCorruption:
+            self._services.metrics.add("corrupted_instances_count")
+            raise
+        if tx.stream is not None:
+            for instance_id in accepted.verified:
+                tx.stream.submit(instance_id)
+        if accepted.corrupted:      # forgotten: the sender must send their buckets again
+            self._services.metrics.add("corrupted_instances_count", len(accepted.corrupted))
+            first = accepted.corrupted[0]
+            raise IntegrityError(f"Bad MD5 sum in a transferred DICOM instance: {first}",
+                                 instance=first)
 
     def status(self, tx_id: str) -> dict[str, Any]:
         with self._lock:
@@ -196,32 +207,14 @@ class PushReceiver:
                 tx = None if tx_id in self._committed else self._get(tx_id)
             if tx is not None:
                 self._wait_for_buckets(tx, min(wait, MAX_COMMIT_WAIT))
-        with self._lock:
-            if tx_id in self._committed:
-                return                        # idempotent: it was imported already
-            tx = self._get(tx_id)
-            if tx.committing:
-                raise Conflict(f"Push transaction {tx_id} is already being committed")
-            tx.committing = True
+        tx = self._claim_for_commit(tx_id)
+        if tx is None:
+            return                            # idempotent: it was imported already
         started = time.monotonic()
         self._services.metrics.add("push_total_time_spent_in_reception_ms",
                                    (time.time() - tx.created) * 1000)
         try:
-            missing = tx.area.pending_buckets()
-            if missing:
-                held = "only verified instances were" if tx.stream else "nothing was"
-                raise Conflict(
-                    f"Push transaction {tx_id} misses {len(missing)} bucket(s), {held} "
-                    f"imported (first missing: {missing[0]})")
-            imported: set[str] = set()
-            stream, tx.stream = tx.stream, None       # a retried commit imports the rest
-            if stream is not None:
-                try:
-                    stream.finish()
-                finally:
-                    imported = stream.imported
-            import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None,
-                        imported=imported)
+            self._import(tx)
         finally:
             with self._lock:
                 tx.committing = False
@@ -234,6 +227,32 @@ class PushReceiver:
         metrics.add("push_total_received_bytes_count", tx.area.total_size)
         metrics.add("push_total_time_spent_in_commit_ms", (time.monotonic() - started) * 1000)
         self._publish()
+
+    def _claim_for_commit(self, tx_id: str) -> PushTransaction | None:
+        """The transaction, marked as committing; None if it was committed already."""
+        with self._lock:
+            if tx_id in self._committed:
+                return None
+            tx = self._get(tx_id)
+            if tx.committing:
+                raise Conflict(f"Push transaction {tx_id} is already being committed")
+            tx.committing = True
+            return tx
+
+    def _import(self, tx: PushTransaction) -> None:
+        """Every bucket is here: import what the stream (ImportDuringTransfer) has not."""
+        missing = tx.area.pending_buckets()
+        if missing:
+            held = "only verified instances were" if tx.stream else "nothing was"
+            raise Conflict(f"Push transaction {tx.id} misses {len(missing)} bucket(s), {held} "
+                           f"imported (first missing: {missing[0]})")
+        imported: set[str] = set()
+        stream, tx.stream = tx.stream, None       # a retried commit imports the rest
+        if stream is not None:
+            stream.finish()
+            imported = stream.imported
+        import_area(self._services, tx.area, check=lambda: None, on_imported=lambda _: None,
+                    imported=imported)
 
     def delete(self, tx_id: str) -> None:
         with self._lock:

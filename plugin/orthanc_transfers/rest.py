@@ -60,7 +60,8 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
         app.announcements.check(chunk.instance_ids)
     encoding = chunk.encoding
     received = time.perf_counter()
-    with app.chunk_slots:
+    throttles = app.services.throttles
+    with throttles.chunk_slots:
         data = app.source.read_range(chunk.instance_ids, chunk.offset, chunk.size)
         # A receiver of ours accepts plain bytes for data that does not compress.
         if ADAPTIVE_HEADER.lower() in request.headers:
@@ -68,7 +69,8 @@ def get_chunks(app: TransfersApp, request: Request) -> Response:
         started = time.thread_time()      # CPU time: a wait for a free core is not speed
         level = chunk.level if chunk.level is not None else \
             app.config.gzip_level if encoding is Encoding.GZIP else 3
-        payload = encode(data, encoding, level)
+        with throttles.encoders:
+            payload = encode(data, encoding, level)
         seconds = time.thread_time() - started
     app.metrics.add("chunks_served_bytes", len(payload))
     app.metrics.add("chunks_served_count")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .concurrency import Throttles
 from .config import PeerConfig, TransfersConfig, find_peer
 from .errors import TransfersError
 from .hostapi import Host
@@ -30,6 +31,7 @@ class Services:
     source: InstanceSource
     metrics: Metrics
     importer: LocalImporter
+    throttles: Throttles
 
     @property
     def staging_root(self) -> Path:

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from .concurrency import Background
 from .errors import Forbidden, TransfersError, UnknownResource
 from .hostapi import Host
 from .protocol import InstanceInfo, ResourceRef, slice_concatenation, sort_instances
@@ -107,7 +108,7 @@ class InstanceSource:
                 loading.set()
 
     def prefetch(self, instances: Sequence[InstanceInfo], budget: int,
-                 split_size: int) -> threading.Thread:
+                 split_size: int) -> Background:
         """Load into the cache, in the background, the files the receiver asks for first.
 
         A lookup answer is followed, one round trip later, by the first chunk requests:
@@ -129,9 +130,7 @@ class InstanceSource:
                     continue
                 loaded += info.size
 
-        thread = threading.Thread(target=load, name="TF-PREFETCH", daemon=True)
-        thread.start()
-        return thread
+        return Background(load, "TF-PREFETCH").start()
 
     def read_range(self, instance_ids: Sequence[str], offset: int, size: int) -> bytes:
         """The bytes a chunk request asks for (slicing of reference §3.6)."""

@@ -5,7 +5,8 @@ sized as declared), and ``manifest.json`` listing the buckets written and the in
 whose MD5 matched. The manifest is rewritten atomically after each change, so after a
 failure, a cancel or a restart the same transfer resumes without fetching again what is
 already here. An instance is verified as soon as its last bucket lands; a mismatch
-forgets that instance's buckets so they are fetched again.
+forgets that instance's buckets so they are fetched again (:meth:`DownloadArea.accept`,
+the step that pull and the push receiver share).
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ import os
 import shutil
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .buckets import Bucket, Chunk, buckets_by_instance
-from .errors import IntegrityError, StagingError, TransfersError
+from .errors import IntegrityError, RepeatedCorruption, StagingError, TransfersError
 from .protocol import InstanceInfo
 
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 #: Block size of MD5 computation: large enough that hashlib releases the GIL.
 READ_BLOCK = 1 << 20
+#: How many times one instance may fail its MD5 check, in a pull or a push receiver,
+#: before the transfer gives up on it.
+MAX_MD5_FAILURES = 3
 
 
 def plan_signature(instances: Sequence[InstanceInfo], buckets: Sequence[Bucket]) -> str:
@@ -37,6 +42,16 @@ def plan_signature(instances: Sequence[InstanceInfo], buckets: Sequence[Bucket])
     for bucket in buckets:
         digest.update(repr(bucket.to_wire()).encode())
     return digest.hexdigest()
+
+
+@dataclass
+class Accepted:
+    """What a bucket completed: instances verified, and instances whose MD5 failed
+    (forgotten) with the buckets that must come again."""
+
+    verified: list[str] = field(default_factory=list)
+    corrupted: list[str] = field(default_factory=list)
+    again: list[int] = field(default_factory=list)
 
 
 class DownloadArea:
@@ -51,6 +66,7 @@ class DownloadArea:
         self._signature = plan_signature(instances, buckets)
         self._done: set[int] = set()
         self._verified: set[str] = set()
+        self._md5_failures: dict[str, int] = {}     # in memory: a new attempt starts over
         self._lock = threading.Lock()
         self._open()
 
@@ -185,6 +201,29 @@ class DownloadArea:
                         and all(b in self._done for b in self._owners[i])]
             self._write_manifest()
         return complete
+
+    def accept(self, index: int, data: bytes) -> Accepted:
+        """The one step for a bucket that arrived, downloaded by a pull or PUT to a push
+        receiver: write it, then MD5-check every instance it completes. An instance that
+        fails is forgotten (its buckets must come again); one that fails
+        ``MAX_MD5_FAILURES`` times raises :class:`RepeatedCorruption`."""
+        accepted = Accepted()
+        for instance_id in self.write_bucket(index, data):
+            try:
+                self.verify(instance_id)
+            except IntegrityError:
+                with self._lock:
+                    failures = self._md5_failures[instance_id] = \
+                        self._md5_failures.get(instance_id, 0) + 1
+                if failures >= MAX_MD5_FAILURES:
+                    raise RepeatedCorruption(
+                        f"Instance {instance_id} failed its MD5 check {failures} times",
+                        instance=instance_id) from None
+                accepted.corrupted.append(instance_id)
+                accepted.again.extend(self.buckets_of(instance_id))
+                continue
+            accepted.verified.append(instance_id)
+        return accepted
 
     def verify(self, instance_id: str) -> None:
         """Check the MD5 of a complete instance; on mismatch forget its buckets and raise."""

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from orthanc_transfers.config import _UNSIGNED_OPTIONS, parse_peers, parse_transfers_config
+from orthanc_transfers.config import OPTIONS, ORTHANC, parse_peers, parse_transfers_config
 from packaging.requirements import Requirement
 
 from devkit.orthanc_server import OrthancServer, resources
@@ -65,13 +65,9 @@ PLACEHOLDER = "change-me"
 
 
 def known_transfers_options() -> set[str]:
-    """The options of the Transfers section that the plugin reads: the unsigned ones,
-    StagingDirectory, HttpRetryBackoff(Max), and any other name that config.py reads
-    from the section (so a new option needs no change here)."""
-    source = (REPO / "plugin" / "orthanc_transfers" / "config.py").read_text()
-    read = re.findall(r'section(?:\.get\(|, )"([A-Za-z]+)"', source)
-    return {*_UNSIGNED_OPTIONS, "StagingDirectory", "HttpRetryBackoff", "HttpRetryBackoffMax",
-            *read}
+    """The options of the Transfers section that the plugin reads: its table of options
+    (so a new option needs no change here)."""
+    return {option.name for option in OPTIONS if option.origin != ORTHANC}
 
 
 KNOWN_TRANSFERS_OPTIONS = known_transfers_options()

@@ -14,6 +14,7 @@ from orthanc_transfers.config import (
     parse_peer,
     parse_peers,
     parse_transfers_config,
+    peer_problems,
 )
 from orthanc_transfers.errors import BadRequest, UnknownResource
 
@@ -112,6 +113,20 @@ def test_staging_directory_bad_values(value: Any) -> None:
         parse_transfers_config({"Transfers": {"StagingDirectory": value}})
 
 
+@pytest.mark.parametrize(("option", "value"), [
+    ("HttpTimeout", -1), ("HttpTimeout", "60"), ("ConcurrentJobs", True),
+    ("JobsHistorySize", None)])
+def test_bad_orthanc_values_name_the_option(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{option} must be a non-negative number"):
+        parse_transfers_config({option: value})
+
+
+def test_staging_directory_null_is_the_default() -> None:
+    config = parse_transfers_config({"StorageDirectory": "/db",
+                                     "Transfers": {"StagingDirectory": None}})
+    assert config.staging_directory == "/db/transfers-staging"
+
+
 def test_orthanc_global_options() -> None:
     config = parse_transfers_config({"HttpTimeout": 120, "JobsHistorySize": 3,
                                      "ConcurrentJobs": 0, "HttpsVerifyPeers": False})
@@ -174,6 +189,34 @@ def test_parse_peers_skips_malformed_entries() -> None:
     assert sorted(parse_peers(PEERS_CONFIGURATION)) == ["bidirectional", "simple"]
     assert parse_peers({}) == {}
     assert parse_peers({"OrthancPeers": ["x"]}) == {}
+
+
+def test_peer_problems_name_each_left_out_peer_and_why() -> None:
+    problems = peer_problems(PEERS_CONFIGURATION)
+    assert problems == ["OrthancPeers.broken has no Url: peer 'broken' left out"]
+
+
+@pytest.mark.parametrize("configuration", [
+    {}, {"OrthancPeers": {}}, {"OrthancPeers": {"simple": ["http://simple:8042"]}}])
+def test_no_peer_problems_when_every_peer_parses(configuration: dict[str, Any]) -> None:
+    assert peer_problems(configuration) == []
+
+
+@pytest.mark.parametrize("entry", [
+    [5], "http://x", None, {"Url": 5}, {"Url": "http://x", "HttpHeaders": {"a": 1}},
+    {"Url": "http://x", "RemoteSelf": 3}])
+def test_peer_problems_match_what_parse_peers_leaves_out(entry: Any) -> None:
+    configuration = {"OrthancPeers": {"good": ["http://good"], "bad one": entry}}
+    assert list(parse_peers(configuration)) == ["good"]
+    [problem] = peer_problems(configuration)
+    with pytest.raises(ConfigurationError) as caught:
+        parse_peer("bad one", entry)
+    assert problem.startswith(str(caught.value)) and "'bad one'" in problem
+
+
+def test_peer_problems_when_orthanc_peers_is_not_an_object() -> None:
+    [problem] = peer_problems({"OrthancPeers": [["http://x"]]})
+    assert "OrthancPeers must be a JSON object" in problem
 
 
 def test_find_peer() -> None:

@@ -16,7 +16,7 @@ from orthanc_transfers.errors import (
     TransfersError,
     UnknownResource,
 )
-from orthanc_transfers.jobs import JobEvent, JobState
+from orthanc_transfers.jobs import JobEvent, JobRecord, JobState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,4 +150,25 @@ def test_listeners_see_every_transition(harness: Harness) -> None:
     engine.listeners.append(lambda job, event: seen.append(event))
     job, _ = harness.submit(engine, "a", release=True)
     wait_state(job, JobState.SUCCESS)
+    wait_for(lambda: len(seen) == 2, "notified just after the lock is released")
     assert seen == [JobEvent.START, JobEvent.SUCCEED]
+
+
+def test_listeners_run_outside_the_lock_and_a_failing_one_is_contained(
+        harness: Harness) -> None:
+    """A notification may query the engine (no deadlock) and may raise (logged only)."""
+    engine = harness.engine()
+    seen: list[tuple[JobEvent, int]] = []
+
+    def broken(job: JobRecord, event: JobEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    engine.listeners.append(broken)
+    engine.listeners.append(lambda job, event: seen.append((event, len(engine.jobs()))))
+    job, _ = harness.submit(engine, "a", release=True)
+    wait_state(job, JobState.SUCCESS)
+    wait_for(lambda: len(seen) == 2, "notified just after the lock is released")
+    assert [event for event, _ in seen] == [JobEvent.START, JobEvent.SUCCEED]
+    assert any("listener bug" in line for line in harness.errors)
+    other, _ = harness.submit(engine, "b", release=True)
+    wait_state(other, JobState.SUCCESS)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from orthanc_transfers.buckets import Bucket, Chunk
-from orthanc_transfers.errors import IntegrityError
+from orthanc_transfers.errors import IntegrityError, RepeatedCorruption
 from orthanc_transfers.protocol import Compression, InstanceInfo, decode_payload, encode_payload
-from orthanc_transfers.staging import DownloadArea
+from orthanc_transfers.staging import MAX_MD5_FAILURES, DownloadArea
 
 
 def content(seed: int, size: int) -> bytes:
@@ -167,3 +167,20 @@ def test_zero_size_instance_is_verified_without_buckets(tmp_path: Path) -> None:
     assert area.verify_unverified_complete() == ["e0"]
     assert area.verified == {"e0"}
     assert area.total_size == 36
+
+
+def test_accept_verifies_or_forgets_and_gives_up_after_the_cap(area: DownloadArea) -> None:
+    """The step pull and the push receiver share: verified instances come back ready to
+    import; a damaged one is forgotten with its buckets; the third failure is final."""
+    accepted = area.accept(0, payload(0))
+    assert accepted.verified == ["a1", "b2"] and not accepted.corrupted
+    area.accept(1, payload(1))
+    damaged = bytes(10)
+    for _ in range(MAX_MD5_FAILURES - 1):
+        accepted = area.accept(2, damaged)
+        assert accepted.corrupted == ["c3"] and accepted.again == [1, 2]
+        assert accepted.verified == [] and area.pending_buckets() == [1, 2]
+        area.accept(1, payload(1))
+    with pytest.raises(RepeatedCorruption) as failure:
+        area.accept(2, damaged)
+    assert failure.value.instance == "c3" and failure.value.http_status == 409

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterable
 
 import pytest
+from orthanc_transfers.concurrency import run_parallel
 from orthanc_transfers.errors import Paused
-from orthanc_transfers.workers import run_parallel
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,7 +118,7 @@ def test_check_raising_stops_the_pool() -> None:
 
 
 def test_in_flight_starts_at_threads_and_grows_with_latency() -> None:
-    from orthanc_transfers.workers import InFlight
+    from orthanc_transfers.concurrency import InFlight
 
     lan = InFlight(4)
     assert lan.target() == 4                      # nothing measured yet
@@ -140,7 +140,7 @@ def test_in_flight_starts_at_threads_and_grows_with_latency() -> None:
 def test_run_parallel_adds_threads_when_in_flight_grows() -> None:
     import threading
 
-    from orthanc_transfers.workers import InFlight, run_parallel
+    from orthanc_transfers.concurrency import InFlight, run_parallel
 
     in_flight = InFlight(1, cap=4)
     names: set[str] = set()
@@ -160,7 +160,7 @@ def test_run_parallel_adds_threads_when_in_flight_grows() -> None:
 
 
 def test_on_drained_is_called_once_when_the_last_item_is_taken() -> None:
-    from orthanc_transfers.workers import run_parallel
+    from orthanc_transfers.concurrency import run_parallel
 
     taken: list[int] = []
     calls: list[list[int]] = []
@@ -176,3 +176,42 @@ def test_on_drained_is_called_once_when_the_last_item_is_taken() -> None:
     empty: list[int] = []
     run_parallel([], work, 2, lambda: None, "T", on_drained=lambda: empty.append(1))
     assert empty == []
+
+
+def test_a_pool_takes_items_submitted_after_its_threads_ended() -> None:
+    """ImportStream submits as instances get verified: a pool whose threads found the
+    queue empty and left must start one again for a later item."""
+    from orthanc_transfers.concurrency import WorkPool
+
+    done: list[int] = []
+    pool: WorkPool[int] = WorkPool(lambda n: done.append(n) or [], 2, name="TEST")
+    pool.submit([1, 2])
+    pool.drain()
+    pool.submit([3])
+    pool.drain()
+    assert sorted(done) == [1, 2, 3]
+
+
+def test_cancel_drops_what_is_queued_and_the_first_error_is_raised() -> None:
+    import threading
+
+    from orthanc_transfers.concurrency import WorkPool
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def work(n: int) -> list[int]:
+        started.set()
+        release.wait(5)
+        if n == 0:
+            raise ValueError("first item failed")
+        return []
+
+    pool: WorkPool[int] = WorkPool(work, 1, name="TEST")
+    pool.submit(range(5))
+    assert started.wait(5)
+    pool.cancel()
+    pool.submit([99])                 # refused once cancelled
+    release.set()
+    with pytest.raises(ValueError, match="first item failed"):
+        pool.drain()

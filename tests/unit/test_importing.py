@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from fake_host import FakeHost
 from orthanc_transfers.buckets import Bucket, Chunk
-from orthanc_transfers.commit import ImportStream, import_area
+from orthanc_transfers.importing import ImportStream, import_area
+from orthanc_transfers.concurrency import Throttles
 from orthanc_transfers.config import TransfersConfig
 from orthanc_transfers.errors import BadRequest, Cancelled, IntegrityError
 from orthanc_transfers.httpclient import HttpPools
@@ -50,7 +51,8 @@ def make_services(host: FakeHost) -> Services:
     importer = LocalImporter(host, {}, enabled=False, threads=2, timeout=1)
     return Services(host=host, config=TransfersConfig(), originator="test",
                     connections=HttpPools(2), source=InstanceSource(host, 1 << 20),
-                    metrics=Metrics(host.set_metric), importer=importer)
+                    metrics=Metrics(host.set_metric), importer=importer,
+                    throttles=Throttles.create(chunk_slots=2))
 
 
 def staged_area(tmp_path: Path) -> DownloadArea:

@@ -14,18 +14,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Collection
-from concurrent.futures import Future, ThreadPoolExecutor
 
-from .errors import Cancelled, IntegrityError
+from .concurrency import BIG_INSTANCE, WorkPool, run_parallel
+from .errors import IntegrityError
 from .services import Services
 from .staging import DownloadArea
-from .workers import run_parallel
-
-#: Instances above this size (bytes) are imported one at a time.
-BIG_INSTANCE = 64 * 1024 * 1024
-# Orthanc holds about 3 times a file while storing it: large ones go one by one, so
-# that parallel imports do not multiply that (4 x 1 GB = 12 GB).
-_ONE_BIG_AT_A_TIME = threading.Lock()
 
 
 def check_complete(area: DownloadArea) -> None:
@@ -44,7 +37,7 @@ def store_instance(services: Services, area: DownloadArea, instance_id: str) -> 
     if services.stored_md5(instance_id) == info.md5:
         return True
     big = info.size > BIG_INSTANCE
-    with _ONE_BIG_AT_A_TIME if big else contextlib.nullcontext():
+    with services.throttles.big_imports if big else contextlib.nullcontext():
         answer = services.importer.store_file(area.path(instance_id))
     if answer.get("ID") != instance_id:
         raise IntegrityError(f"Orthanc stored instance {instance_id} under another ID: "
@@ -72,7 +65,8 @@ def import_area(services: Services, area: DownloadArea, *, check: Callable[[], N
 
 
 class ImportStream:
-    """Imports instances as they are verified, on the importer's threads.
+    """Imports instances as they are verified, on a :class:`WorkPool` of the importer's
+    width, owned by the transfer that submits to it.
 
     ``submit`` never blocks the transfer; ``finish`` waits and raises the first
     failure; ``abort`` drops what has not started (an import that started completes:
@@ -83,56 +77,33 @@ class ImportStream:
                  check: Callable[[], None], on_imported: Callable[[str], None]) -> None:
         self._services = services
         self._area = area
-        self._check = check
         self._on_imported = on_imported
-        self._pool = ThreadPoolExecutor(services.importer.threads,
-                                        thread_name_prefix="TF-IMPORT")
-        self._futures: list[Future[None]] = []
+        self._pool: WorkPool[str] = WorkPool(self._store, services.importer.threads,
+                                             name="TF-IMPORT", check=check)
         self._lock = threading.Lock()
-        self._aborted = False
-        self._error: BaseException | None = None
         self.imported: set[str] = set()
 
     def submit(self, instance_id: str) -> None:
-        with self._lock:
-            if not self._aborted:
-                self._futures.append(self._pool.submit(self._store, instance_id))
+        self._pool.submit((instance_id,))
 
-    def _store(self, instance_id: str) -> None:
-        if self._aborted:
-            raise Cancelled("import stream aborted")
-        try:
-            self._check()
-            store_instance(self._services, self._area, instance_id)
-        except BaseException as e:
-            with self._lock:
-                self._error = self._error or e
-            raise
+    def _store(self, instance_id: str) -> list[str]:
+        store_instance(self._services, self._area, instance_id)
         with self._lock:
             self.imported.add(instance_id)
         self._on_imported(instance_id)
+        return []
 
     def raise_if_failed(self) -> None:
         """Raise the first import failure now, so that the transfer stops early."""
-        with self._lock:
-            error = self._error
+        error = self._pool.first_error()
         if error is not None:
             raise error
 
     def finish(self) -> None:
         """Wait for every submitted import; raise the first error."""
-        try:
-            for future in list(self._futures):
-                future.result()
-        except BaseException:
-            self.abort()
-            raise
-        self._pool.shutdown(wait=True)
+        self._pool.drain()
 
     def abort(self) -> None:
-        with self._lock:
-            self._aborted = True
-            futures = list(self._futures)
-        for future in futures:
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.cancel()
+        with contextlib.suppress(BaseException):   # the transfer's own error is the one
+            self._pool.drain()
