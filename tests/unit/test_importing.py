@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from fake_host import FakeHost
 from orthanc_transfers.buckets import Bucket, Chunk
-from orthanc_transfers.importing import ImportStream, import_area
 from orthanc_transfers.concurrency import Throttles
 from orthanc_transfers.config import TransfersConfig
 from orthanc_transfers.errors import BadRequest, Cancelled, IntegrityError
 from orthanc_transfers.httpclient import HttpPools
 from orthanc_transfers.importer import LocalImporter
+from orthanc_transfers.importing import ImportStream, import_area
 from orthanc_transfers.metrics import Metrics
 from orthanc_transfers.protocol import InstanceInfo
 from orthanc_transfers.services import Services
