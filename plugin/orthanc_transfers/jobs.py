@@ -40,34 +40,38 @@ class JobEvent(enum.Enum):
     INTERRUPT = "interrupt"    # Orthanc is stopping: run again at the next start
 
 
-P, R, Z, S, F = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.SUCCESS,
-                 JobState.FAILURE)
-E = JobEvent
-
 TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
-    (P, E.START): R,
-    (P, E.PAUSE): Z,
-    (P, E.CANCEL): F,
-    (P, E.INTERRUPT): P,
-    (R, E.PAUSE): Z,
-    (R, E.CANCEL): F,
-    (R, E.SUCCEED): S,
-    (R, E.FAIL): F,
-    (R, E.INTERRUPT): P,
-    (Z, E.RESUME): P,
-    (Z, E.CANCEL): F,
-    (Z, E.INTERRUPT): Z,
-    (F, E.RESUBMIT): P,
+    (JobState.PENDING, JobEvent.START): JobState.RUNNING,
+    (JobState.PENDING, JobEvent.PAUSE): JobState.PAUSED,
+    (JobState.PENDING, JobEvent.CANCEL): JobState.FAILURE,
+    (JobState.PENDING, JobEvent.INTERRUPT): JobState.PENDING,
+    (JobState.RUNNING, JobEvent.PAUSE): JobState.PAUSED,
+    (JobState.RUNNING, JobEvent.CANCEL): JobState.FAILURE,
+    (JobState.RUNNING, JobEvent.SUCCEED): JobState.SUCCESS,
+    (JobState.RUNNING, JobEvent.FAIL): JobState.FAILURE,
+    (JobState.RUNNING, JobEvent.INTERRUPT): JobState.PENDING,
+    (JobState.PAUSED, JobEvent.RESUME): JobState.PENDING,
+    (JobState.PAUSED, JobEvent.CANCEL): JobState.FAILURE,
+    (JobState.PAUSED, JobEvent.INTERRUPT): JobState.PAUSED,
+    (JobState.FAILURE, JobEvent.RESUBMIT): JobState.PENDING,
 }
 
 #: Requests that Orthanc's own registry answers with success and no effect.
 IGNORED: frozenset[tuple[JobState, JobEvent]] = frozenset({
-    (Z, E.PAUSE), (P, E.RESUME), (R, E.RESUME), (S, E.PAUSE), (F, E.PAUSE),
-    (S, E.RESUME), (F, E.RESUME), (S, E.CANCEL), (F, E.CANCEL),
-    (S, E.INTERRUPT), (F, E.INTERRUPT),
+    (JobState.PAUSED, JobEvent.PAUSE),
+    (JobState.PENDING, JobEvent.RESUME),
+    (JobState.RUNNING, JobEvent.RESUME),
+    (JobState.SUCCESS, JobEvent.PAUSE),
+    (JobState.FAILURE, JobEvent.PAUSE),
+    (JobState.SUCCESS, JobEvent.RESUME),
+    (JobState.FAILURE, JobEvent.RESUME),
+    (JobState.SUCCESS, JobEvent.CANCEL),
+    (JobState.FAILURE, JobEvent.CANCEL),
+    (JobState.SUCCESS, JobEvent.INTERRUPT),
+    (JobState.FAILURE, JobEvent.INTERRUPT),
 })
 
-FINISHED = frozenset({S, F})
+FINISHED = frozenset({JobState.SUCCESS, JobState.FAILURE})
 
 
 def next_state(state: JobState, event: JobEvent) -> JobState:
