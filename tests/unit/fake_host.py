@@ -6,7 +6,12 @@ tested against this fake, and the integration tests check the real adapter.
 The resource tree is plain dictionaries: ``patients`` → studies, ``studies`` → series,
 ``series`` → instances, ``instances`` → DICOM bytes. The REST routes the core uses are
 answered as Orthanc answers them; anything else raises ``UnknownResource`` (what
-``host.py`` turns Orthanc's error 17 into).
+``host.py`` turns Orthanc's error 17 into). A stored instance joins ``instances``, as in
+Orthanc. The core's own ``/jobs`` and ``/plugins`` are ``core_jobs`` and ``plugins``.
+
+The routes the plugin registers are called with :meth:`FakeHost.call`, which matches them
+as Orthanc does (``devkit.scripted_peer.dispatch``); :meth:`start` and :meth:`stop` send
+what Orthanc sends as ``ORTHANC_STARTED`` and ``ORTHANC_STOPPED``.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orthanc_transfers.capabilities import Platform
 from orthanc_transfers.errors import UnknownResource
-from orthanc_transfers.hostapi import Handler
+from orthanc_transfers.hostapi import Handler, Response
+
+from devkit.scripted_peer import dispatch
 
 _FOLDERS = {"patients": "Studies", "studies": "Series", "series": "Instances"}
 
@@ -46,6 +54,11 @@ class FakeHost:
     explorer_js: list[str] = field(default_factory=list)
     started_callbacks: list[Callable[[], None]] = field(default_factory=list)
     stopped_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    #: The core's own jobs (``GET /jobs``), and the actions posted to them.
+    core_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    core_job_actions: list[str] = field(default_factory=list)
+    #: ``GET /plugins`` of the core.
+    plugins: list[str] = field(default_factory=lambda: ["python"])
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- building the tree ------------------------------------------------------------
@@ -57,6 +70,27 @@ class FakeHost:
             self.series[series_id] = sorted(files)
             self.instances.update(files)
 
+    def add_peer(self, name: str, url: str, **options: Any) -> None:
+        """An entry of ``OrthancPeers`` in its object form (``RemoteSelf``...)."""
+        self.config.setdefault("OrthancPeers", {})[name] = {"Url": url, **options}
+
+    # -- as Orthanc drives the plugin -------------------------------------------------
+
+    def call(self, method: str, uri: str, body: bytes | str = b"", *,
+             headers: dict[str, str] | None = None,
+             args: dict[str, str] | None = None) -> Response:
+        """A request to the routes registered by the plugin (404 JSON if none matches)."""
+        data = body.encode() if isinstance(body, str) else body
+        return dispatch(self.routes, method, uri, args=args, headers=headers, body=data)
+
+    def start(self) -> None:
+        for callback in self.started_callbacks:
+            callback()
+
+    def stop(self) -> None:
+        for callback in self.stopped_callbacks:
+            callback()
+
     # -- Host -------------------------------------------------------------------------
 
     def configuration(self) -> dict[str, Any]:
@@ -65,7 +99,14 @@ class FakeHost:
     def rest_get(self, uri: str) -> bytes:
         with self._lock:
             self.rest_calls.append(uri)
+        if uri in ("/jobs", "/jobs?expand"):
+            jobs = list(self.core_jobs.values()) if uri.endswith("expand") else list(self.core_jobs)
+            return json.dumps(jobs).encode()
+        if uri == "/plugins":
+            return json.dumps(self.plugins).encode()
         parts = uri.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "jobs" and parts[1] in self.core_jobs:
+            return json.dumps(self.core_jobs[parts[1]]).encode()
         if len(parts) == 2 and parts[0] in _FOLDERS:
             children = getattr(self, parts[0]).get(parts[1])
             if children is not None:
@@ -79,6 +120,11 @@ class FakeHost:
         raise UnknownResource(f"Unknown resource: {uri}")
 
     def rest_post(self, uri: str, body: bytes) -> bytes:
+        parts = uri.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "jobs" and parts[1] in self.core_jobs:
+            with self._lock:
+                self.core_job_actions.append(uri)
+            return b"{}"
         raise UnknownResource(f"Unknown resource: {uri}")
 
     def rest_delete(self, uri: str) -> None:
@@ -96,9 +142,14 @@ class FakeHost:
         return data
 
     def store_dicom(self, dicom: bytes) -> dict[str, Any]:
+        instance_id = hashlib.sha1(dicom).hexdigest()
         with self._lock:
             self.stored.append(dicom)
-        return {"ID": hashlib.sha1(dicom).hexdigest(), "Status": "Success"}
+            self.instances.setdefault(instance_id, dicom)
+        return {"ID": instance_id, "Status": "Success"}
+
+    def store_file(self, path: Path) -> dict[str, Any]:
+        return self.store_dicom(path.read_bytes())
 
     def register_route(self, regex: str, handler: Handler) -> None:
         self.routes[regex] = handler
