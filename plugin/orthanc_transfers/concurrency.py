@@ -18,13 +18,16 @@ Threads, who starts them and who stops them:
   reads a bounded number of bytes into the file cache and ends by itself.
 * Orthanc's own threads run the REST handlers and the change callback.
 
-Locks: each guards only what is listed, and none is held while calling into Orthanc or
-the network, except the throttles, which exist to bound those calls.
+Locks: each guards only what is listed, and none is held while waiting on the network,
+on Orthanc's API or on another thread (logging aside), except the throttles, which exist
+to bound those calls, and ``JobEngine._notifying``, held while the listeners run.
 
 =============================  ==========================================================
 ``JobEngine._lock`` (RLock)    the job table, the runners, the submission counter,
                                the events not yet notified; listeners are called
-                               after it is released, under ``JobEngine._notifying``
+                               after it is released
+``JobEngine._notifying``       (RLock) notifications go out one batch at a time, in order
+``_Runner.stop_event``         (Event) a job was told to pause, cancel or stop
 ``TransferStats.lock``         every counter and the phase of one job run
 ``WorkPool._lock``             a pool's queue, errors and threads
 ``InFlight._lock``             its round-trip and request-time estimates
@@ -33,6 +36,7 @@ the network, except the throttles, which exist to bound those calls.
 ``PushReceiver._lock``         the transaction table, the committed IDs, and each
                                transaction's ``in_flight`` / ``committing``
 ``PushTransaction.arrival``    (Condition) wakes an early commit when a bucket lands
+``ImportStream._lock``         the instances imported so far
 ``InstanceSource._lock``       which instance is being loaded (one ``Event`` each)
 ``FileCache._lock``            the cached files and their counters
 ``Announcements._lock``        announced instances (``RestrictChunksToTransfers``)
@@ -43,10 +47,12 @@ the network, except the throttles, which exist to bound those calls.
 ``LocalImporter._lock``        the switch from HTTP imports to ``RestApiPost``
 =============================  ==========================================================
 
-Order: ``JobEngine._lock`` may take ``TransferStats.lock`` (a job's progress) and
-``PushReceiver._lock`` may take ``DownloadArea._lock`` (a transaction's status); no other
-lock is taken while one is held. :class:`Throttles` are process-wide and created once,
-by the assembly (``app.py``), so that every call site names the throttle it takes.
+Nestings, outer to inner, and no others: ``JobEngine._notifying`` → ``JobEngine._lock``
+→ ``TransferStats.lock`` (a job's Content is saved under the engine's lock);
+``PushTransaction.arrival`` → ``PushReceiver._lock``, then ``DownloadArea._lock`` (an
+early commit asking whether every bucket is here); ``WorkPool._lock`` →
+``InFlight._lock`` (the pool's width). :class:`Throttles` are process-wide and created
+once, by the assembly (``app.py``), so that every call site names the throttle it takes.
 """
 
 from __future__ import annotations

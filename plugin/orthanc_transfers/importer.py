@@ -95,10 +95,10 @@ class LocalImporter:
 
     def _give_up(self, reason: str) -> None:
         with self._lock:
-            if self._enabled:
-                self._enabled = False
-                self._host.log_warning(f"Transfers: importing through {self._url} is not "
-                                       f"possible ({reason}); using RestApiPost instead")
+            switched, self._enabled = self._enabled, False
+        if switched:                 # logged once, and not under the lock
+            self._host.log_warning(f"Transfers: importing through {self._url} is not "
+                                   f"possible ({reason}); using RestApiPost instead")
 
     def close(self) -> None:
         self._pools.close()

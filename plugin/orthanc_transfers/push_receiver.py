@@ -137,23 +137,42 @@ class PushReceiver:
         if plan.total_size > free:
             raise ServiceUnavailable(f"Not enough space in the staging directory for "
                                      f"{plan.total_size} bytes ({free} free)")
-        with self._lock:
-            self._expire()
-            if len(self._transactions) >= self._services.config.max_push_transactions:
-                self._evict_one_idle()
-            tx_id = str(uuid.uuid4())
-            directory = self.root / tx_id
-            area = DownloadArea(directory, plan.instances, plan.buckets)
-            tx = PushTransaction(tx_id, plan.compression, area)
-            if self._services.config.imports_during_transfer(plan.import_during_transfer):
-                tx.stream = ImportStream(self._services, area, check=lambda: None,
-                                         on_imported=lambda _: None)
-            (directory / TRANSACTION_FILE).write_text(json.dumps(
-                {"Compression": plan.compression.value, "Created": tx.created}))
-            self._transactions[tx_id] = tx
+        expired: list[PushTransaction] = []
+        evicted: PushTransaction | None = None
+        try:
+            with self._lock:
+                expired = self._expire()
+                if len(self._transactions) >= self._services.config.max_push_transactions:
+                    evicted = self._evict_one_idle()        # 503 when none is idle
+                tx = self._open(plan)
+                self._transactions[tx.id] = tx
+        finally:
+            self._abandon(expired, evicted)
         self._services.metrics.add("created_push_count")
         self._publish()
         return tx
+
+    def _open(self, plan: PushPlan) -> PushTransaction:
+        tx_id = str(uuid.uuid4())
+        directory = self.root / tx_id
+        area = DownloadArea(directory, plan.instances, plan.buckets)
+        tx = PushTransaction(tx_id, plan.compression, area)
+        if self._services.config.imports_during_transfer(plan.import_during_transfer):
+            tx.stream = ImportStream(self._services, area, check=lambda: None,
+                                     on_imported=lambda _: None)
+        (directory / TRANSACTION_FILE).write_text(json.dumps(
+            {"Compression": plan.compression.value, "Created": tx.created}))
+        return tx
+
+    def _abandon(self, expired: list[PushTransaction], evicted: PushTransaction | None) -> None:
+        """Out of the table's lock: abandoning waits for the imports in progress."""
+        for tx in expired:
+            tx.abandon()
+        if evicted is not None:
+            evicted.abandon()
+            self._services.host.log_warning(
+                f"An inactive push transaction has been discarded: {evicted.id}")
+            self._services.metrics.add("aborted_push_count")
 
     def put(self, tx_id: str, index_text: str, body: bytes,
             encoding_name: str | None = None) -> None:
@@ -302,15 +321,19 @@ class PushReceiver:
             tx.in_flight -= 1
             tx.last_active = time.monotonic()
 
-    def _expire(self) -> None:
+    def _expire(self) -> list[PushTransaction]:
+        """Drop the transactions idle for too long (under ``_lock``); the caller abandons
+        them once the lock is released."""
         now = time.monotonic()
-        for tx in [t for t in self._transactions.values() if t.idle_for() > self._timeout()]:
+        expired = [t for t in self._transactions.values() if t.idle_for() > self._timeout()]
+        for tx in expired:
             del self._transactions[tx.id]
-            tx.abandon()
         for tx_id in [k for k, t in self._committed.items() if now - t > COMMITTED_MEMORY]:
             del self._committed[tx_id]
+        return expired
 
-    def _evict_one_idle(self) -> None:
+    def _evict_one_idle(self) -> PushTransaction:
+        """Drop the longest idle transaction (under ``_lock``), for the caller to abandon."""
         idle = [t for t in self._transactions.values() if t.idle_for() >= EVICTABLE_AFTER]
         if not idle:
             raise ServiceUnavailable(
@@ -318,10 +341,7 @@ class PushReceiver:
                 "(Transfers.MaxPushTransactions); retry later")
         victim = max(idle, key=lambda t: t.idle_for())
         del self._transactions[victim.id]
-        victim.abandon()
-        self._services.host.log_warning(f"An inactive push transaction has been discarded: "
-                                        f"{victim.id}")
-        self._services.metrics.add("aborted_push_count")
+        return victim
 
     def _publish(self) -> None:
         with self._lock:
