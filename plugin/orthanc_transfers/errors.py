@@ -168,8 +168,10 @@ class PeerHttpError(PeerError):
     def __init__(self, message: str, *, peer: str = "", uri: str = "",
                  status: int | None = None, details: str = "") -> None:
         super().__init__(message, peer=peer, uri=uri, status=status, details=details)
-        # 4xx other than timeouts and throttling mean the request itself is wrong.
-        self.retryable = status is None or status >= 500 or status in (408, 429)
+        # 4xx other than timeouts and throttling mean the request itself is wrong; a
+        # subclass that is never retryable (PeerCorruption) stays so whatever the status.
+        self.retryable = type(self).retryable and (
+            status is None or status >= 500 or status in (408, 429))
 
 
 class PeerCorruption(PeerHttpError):

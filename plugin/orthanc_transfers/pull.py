@@ -102,11 +102,11 @@ class PullWork(TransferWork[DownloadArea]):
                 raise PeerProtocolError(f"Instance {info.id} of {info.size} bytes exceeds "
                                         "Transfers.MaxInstanceSize", peer=self.query.peer)
         todo, buckets = self._plan(client, remote)
-        self.stats.planned(len(remote), sum(info.size for info in remote),
-                           skipped=len(remote) - len(todo))
+        total_size = sum(info.size for info in remote)
+        self.stats.planned(len(remote), total_size, skipped=len(remote) - len(todo))
         self._check_space(todo)
         area = DownloadArea(self.directory, todo, buckets)
-        skipped_bytes = sum(i.size for i in remote) - sum(i.size for i in todo)
+        skipped_bytes = total_size - sum(info.size for info in todo)
         self.stats.transfer_starts(len(buckets), len(buckets) - area.count_pending(),
                                    area.done_bytes() + skipped_bytes)
         context.changed()

@@ -138,3 +138,10 @@ def test_stop_signals_are_not_errors(cls: type[StopSignal]) -> None:
 ])
 def test_retryable_is_a_class_attribute(cls: type[TransfersError], retryable: bool) -> None:
     assert cls.retryable is retryable
+
+
+def test_a_corruption_is_never_retried_whatever_its_status() -> None:
+    """The receiver forgot the instance: the completion round resends it, not a retry."""
+    assert not PeerCorruption("x", status=None).retryable
+    assert not PeerCorruption("x", status=400).retryable
+    assert PeerHttpError("x", status=None).retryable
