@@ -37,7 +37,6 @@ class TransferStats:
         self.total_size = 0
         self.skipped_instances = 0
         self.network_bytes = 0            # compressed bytes on the wire
-        self.payload_bytes = 0            # bytes of the buckets done in this run
         self.done_bytes = 0               # bytes of every bucket done, this run or before
         self.completed_queries = 0
         self.retried_queries = 0          # failed attempts that were tried again
@@ -82,7 +81,6 @@ class TransferStats:
             counts[1] += payload
             counts[2] += network
             self.network_bytes += network
-            self.payload_bytes += payload
             self.done_bytes += payload
             self.completed_queries += 1
             self.last_query = time.monotonic()
