@@ -178,6 +178,29 @@ def test_push_commit_is_idempotent_and_checks_completeness(pair: tuple[OrthancSe
     assert b.get_json("/instances") == [instance_id]
 
 
+def test_a_receiver_refuses_an_instance_corrupted_three_times(
+        pair: tuple[OrthancServer, OrthancServer], study_files: list[bytes]) -> None:
+    """400 while the sender may resend (the instance is forgotten), 409 at the third
+    failure: the same rule as pull mode, and nothing is imported."""
+    a, b = pair
+    b.wipe()
+    data = study_files[0]
+    instance_id = a.upload([data])[0]
+    plan = two_bucket_plan(instance_id, data)
+    path = b.post("/transfers/push", data=json.dumps(plan)).json()["Path"]
+    damaged = bytes(len(data) - 1000)
+    statuses = []
+    for _ in range(3):
+        assert b.request("PUT", f"{path}/0", data=data[:1000]).json() == {}
+        answer = b.request("PUT", f"{path}/1", data=damaged)
+        error = answer.json()
+        assert error["OrthancStatus"] == 20 and instance_id in error["Message"]
+        statuses.append(answer.status_code)
+    assert statuses == [400, 400, 409]
+    assert b.get_json(path)["ReceivedBuckets"] == []       # forgotten each time
+    assert b.get_json("/instances") == []
+
+
 def test_commit_sent_early_waits_for_the_buckets_in_flight(
         pair: tuple[OrthancServer, OrthancServer], study_files: list[bytes]) -> None:
     a, b = pair
