@@ -44,7 +44,7 @@ to bound those calls, and ``JobEngine._notifying``, held while the listeners run
 ``HttpPools._lock``            the connection pools, one per peer origin
 ``OrthancHost._idle``          (Condition) calls into Orthanc in progress; a stop waits
                                for none to be left
-``LocalImporter._lock``        the switch from HTTP imports to ``RestApiPost``
+``_LoopbackImports._lock``     (host.py) the switch from HTTP imports to ``RestApiPost``
 =============================  ==========================================================
 
 Nestings, outer to inner, and no others: ``JobEngine._notifying`` → ``JobEngine._lock``

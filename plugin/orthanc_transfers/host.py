@@ -4,7 +4,9 @@
 exceptions into :mod:`.errors` in one method (``_call``), converts REST callbacks to
 :class:`Request`/:class:`Response` values, and guards every ``orthanc.*`` call so that
 none starts once Orthanc is stopping: a thread inside ``orthanc.*`` while Python is
-finalized crashes Orthanc (python-plugin-notes §3).
+finalized crashes Orthanc (python-plugin-notes §3). :class:`_LoopbackImports` is the
+other way in: posting staged files to this Orthanc's own HTTP API
+(:func:`capabilities.imports_through_http` says when, and why).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orthanc
 
-from .capabilities import Platform
+from .capabilities import Platform, import_threads, imports_through_http, releases_gil
 from .errors import BadRequest, HostClosed, TransfersError, UnknownResource
-from .hostapi import Handler, Request, Response
+from .hostapi import Handler, ImportRoute, ImportSettings, Request, Response
+from .httpclient import HttpPools, Tls, TransportError
 
 T = TypeVar("T")
 
@@ -44,6 +48,7 @@ class OrthancHost:
         self._started: list[Callable[[], None]] = []
         self._stopped: list[Callable[[], None]] = []
         self._listeners: list[Callable[[Any, Any, Any], None]] = []
+        self._imports = _LoopbackImports(self, ImportSettings())
         # The Python plugin accepts one on-change callback per Orthanc: scripts that add
         # their own (e.g. forwarding stable studies) use add_change_listener().
         _register(orthanc.RegisterOnChangeCallback, self._on_change)
@@ -96,6 +101,16 @@ class OrthancHost:
     def store_dicom(self, dicom: bytes) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(self.rest_post("/instances", dicom))
         return answer
+
+    def configure_imports(self, settings: ImportSettings) -> None:
+        self._imports.close()
+        self._imports = _LoopbackImports(self, settings)
+
+    def store_file(self, path: Path) -> dict[str, Any]:
+        return self._imports.store_file(path)
+
+    def import_route(self) -> ImportRoute:
+        return self._imports.route()
 
     def register_route(self, regex: str, handler: Handler) -> None:
         def callback(output: Any, uri: str, **request: Any) -> None:
@@ -156,12 +171,86 @@ class OrthancHost:
         if change == orthanc.ChangeType.ORTHANC_STARTED:
             with self._idle:
                 self._closed = False
+            self._imports.adapt(releases_gil(self.platform()))
             for callback in self._started:
                 callback()
         elif change == orthanc.ChangeType.ORTHANC_STOPPED:
             for callback in self._stopped:
                 callback()
+            self._imports.close()
             self._close()
+
+
+class _LoopbackImports:
+    """Imports through ``POST http://127.0.0.1:{HttpPort}/instances`` where that is the
+    faster route, streamed from the staged file; falls back to ``RestApiPost`` for good
+    (logged once) when the route turns out unusable (an authorization plugin...)."""
+
+    def __init__(self, host: OrthancHost, settings: ImportSettings) -> None:
+        configuration = host.configuration()
+        self._host = host
+        self._settings = settings
+        self._usable = bool(configuration.get("HttpServerEnabled", True)
+                            and not configuration.get("SslEnabled", False))
+        self._releases_gil = False           # known once Orthanc has started
+        self._url = f"http://127.0.0.1:{configuration.get('HttpPort', 8042)}/instances"
+        users = configuration.get("RegisteredUsers") or {}
+        self._auth = next(iter(users.items())) if users else None
+        self._pools = HttpPools(import_threads(settings.commit_threads, True, True))
+        self._lock = threading.Lock()        # guards _usable (the switch to RestApiPost)
+
+    def adapt(self, releases_gil: bool) -> None:
+        self._releases_gil = releases_gil
+
+    def _through_http(self) -> bool:
+        with self._lock:
+            usable = self._usable
+        return imports_through_http(self._settings.through_http, usable, self._releases_gil)
+
+    def route(self) -> ImportRoute:
+        http = self._through_http()
+        return ImportRoute(self._url if http else "RestApiPost",
+                           import_threads(self._settings.commit_threads, http, self._releases_gil))
+
+    def store_file(self, path: Path) -> dict[str, Any]:
+        """Over HTTP the file is streamed from disk, never held whole here."""
+        if self._through_http():
+            answer = self._post(path)
+            if answer is not None:
+                return answer
+        return self._host.store_dicom(path.read_bytes())
+
+    def _post(self, path: Path) -> dict[str, Any] | None:
+        try:
+            with open(path, "rb") as body:
+                answer = self._pools.request(
+                    "POST", self._url, body=body, auth=self._auth,
+                    timeout=self._settings.timeout or None, tls=Tls(verify=False),
+                    headers={"Content-Type": "application/dicom", "Accept-Encoding": "identity",
+                             "Content-Length": str(path.stat().st_size)})
+        except TransportError as e:
+            self._give_up(str(e))
+            return None
+        if answer.status == 200:
+            value: dict[str, Any] = json.loads(answer.body)
+            return value
+        text = answer.body[:300].decode("utf-8", "replace")
+        if answer.status in (400, 415):
+            raise BadRequest(f"Orthanc refused a transferred file: {text}")
+        if answer.status in (401, 403, 404, 405):
+            self._give_up(f"HTTP {answer.status}")
+            return None
+        raise TransfersError(f"Orthanc answered HTTP {answer.status} to the import: {text}")
+
+    def _give_up(self, reason: str) -> None:
+        with self._lock:
+            switched, self._usable = self._usable, False
+        if switched:                 # logged once, and not under the lock
+            self._host.log_warning(f"Transfers: importing through {self._url} is not "
+                                   f"possible ({reason}); using RestApiPost instead")
+
+    def close(self) -> None:
+        self._pools.close()
 
 
 def _register(register: Callable[..., None], *args: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .capabilities import Platform
@@ -42,6 +43,24 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+@dataclass(frozen=True)
+class ImportSettings:
+    """How the plugin's options ask :meth:`Host.store_file` to import."""
+    through_http: bool | None = None    # ImportThroughHttp; None: auto
+    commit_threads: int = 1             # CommitThreadsCount
+    timeout: float = 60.0               # HttpTimeout (s), 0: none
+
+
+@dataclass(frozen=True)
+class ImportRoute:
+    """How :meth:`Host.store_file` imports now, and how many imports to run at once."""
+    through: str                        # "RestApiPost" or the loopback URL
+    threads: int
+
+    def describe(self) -> str:
+        return f"imports through {self.through} on {self.threads} thread(s)"
+
+
 class Host(Protocol):
     """The Orthanc services the plugin uses. Errors come out as :mod:`.errors` types."""
 
@@ -63,6 +82,20 @@ class Host(Protocol):
 
     def store_dicom(self, dicom: bytes) -> dict[str, Any]:
         """``POST /instances``; returns Orthanc's answer (ID, Status...)."""
+        ...
+
+    def configure_imports(self, settings: ImportSettings) -> None:
+        """How :meth:`store_file` should import (once, before Orthanc starts)."""
+        ...
+
+    def store_file(self, path: Path) -> dict[str, Any]:
+        """Store a staged DICOM file, streamed from disk where Orthanc allows it;
+        returns Orthanc's answer as :meth:`store_dicom` does."""
+        ...
+
+    def import_route(self) -> ImportRoute:
+        """How :meth:`store_file` imports now (decided once Orthanc has started; it
+        falls back to ``RestApiPost`` when the loopback route turns out unusable)."""
         ...
 
     def register_route(self, regex: str, handler: Handler) -> None: ...

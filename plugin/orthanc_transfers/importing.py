@@ -38,7 +38,7 @@ def store_instance(services: Services, area: DownloadArea, instance_id: str) -> 
         return True
     big = info.size > BIG_INSTANCE
     with services.throttles.big_imports if big else contextlib.nullcontext():
-        answer = services.importer.store_file(area.path(instance_id))
+        answer = services.host.store_file(area.path(instance_id))
     if answer.get("ID") != instance_id:
         raise IntegrityError(f"Orthanc stored instance {instance_id} under another ID: "
                              f"{answer.get('ID')}", instance=instance_id)
@@ -60,13 +60,13 @@ def import_area(services: Services, area: DownloadArea, *, check: Callable[[], N
         return []
 
     todo = sorted(set(area.instances) - set(imported))
-    run_parallel(todo, store, services.importer.threads, check, "TF-COMMIT")
+    run_parallel(todo, store, services.host.import_route().threads, check, "TF-COMMIT")
     return len(already)
 
 
 class ImportStream:
-    """Imports instances as they are verified, on a :class:`WorkPool` of the importer's
-    width, owned by the transfer that submits to it.
+    """Imports instances as they are verified, on a :class:`WorkPool` as wide as the
+    host's import route, owned by the transfer that submits to it.
 
     ``submit`` never blocks the transfer; ``finish`` waits and raises the first
     failure; ``abort`` drops what has not started (an import that started completes:
@@ -78,7 +78,7 @@ class ImportStream:
         self._services = services
         self._area = area
         self._on_imported = on_imported
-        self._pool: WorkPool[str] = WorkPool(self._store, services.importer.threads,
+        self._pool: WorkPool[str] = WorkPool(self._store, services.host.import_route().threads,
                                              name="TF-IMPORT", check=check)
         self._lock = threading.Lock()
         self.imported: set[str] = set()

@@ -8,44 +8,52 @@ to the core untouched (``Host.rest_get`` skips plugins, so there is no recursion
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
-from .hostapi import Request, Response
+from .engine import JobEngine
+from .hostapi import Host, Request, Response
 from .jobs import JobEvent
 from .routing import Route
 
-if TYPE_CHECKING:
-    from .app import TransfersApp
+
+@dataclass(frozen=True)
+class JobsApi:
+    """What the ``/jobs`` routes use: the core's jobs (through the host) and ours."""
+    host: Host
+    engine: JobEngine
 
 
-def get_jobs(app: TransfersApp, request: Request) -> Response:
+def get_jobs(api: JobsApi, request: Request) -> Response:
     expand = "expand" in request.args
-    core = json.loads(app.host.rest_get("/jobs?expand" if expand else "/jobs"))
-    ours = app.engine.jobs()
+    core = json.loads(api.host.rest_get("/jobs?expand" if expand else "/jobs"))
+    ours = api.engine.jobs()
     if expand:
         return Response.json(core + [job.to_orthanc() for job in ours])
     return Response.json(core + [job.id for job in ours])
 
 
-def get_job(app: TransfersApp, request: Request) -> Response:
+def get_job(api: JobsApi, request: Request) -> Response:
     job_id = request.groups[0]
-    if app.engine.has(job_id):
-        return Response.json(app.engine.get(job_id).to_orthanc())
-    return Response(body=app.host.rest_get(f"/jobs/{job_id}"))
+    if api.engine.has(job_id):
+        return Response.json(api.engine.get(job_id).to_orthanc())
+    return Response(body=api.host.rest_get(f"/jobs/{job_id}"))
 
 
-def post_job_action(app: TransfersApp, request: Request) -> Response:
+def post_job_action(api: JobsApi, request: Request) -> Response:
     job_id, action = request.groups
-    if not app.engine.has(job_id):
-        return Response(body=app.host.rest_post(f"/jobs/{job_id}/{action}", request.body))
-    app.engine.act(job_id, JobEvent(action))
+    if not api.engine.has(job_id):
+        return Response(body=api.host.rest_post(f"/jobs/{job_id}/{action}", request.body))
+    api.engine.act(job_id, JobEvent(action))
     return Response.json({})
 
 
-ROUTES = [
-    Route("/jobs", {"GET": get_jobs}),
-    # Job IDs are UUIDs; anything else (including non-UTF-8 bytes, which the Python
-    # plugin cannot decode) is left to the core, and forwarded URIs cannot carry a "?".
-    Route("/jobs/([0-9a-f-]+)", {"GET": get_job}),
-    Route("/jobs/([0-9a-f-]+)/(pause|resume|cancel|resubmit)", {"POST": post_job_action}),
-]
+def routes(api: JobsApi) -> list[Route[Any]]:
+    return [
+        Route("/jobs", api, {"GET": get_jobs}),
+        # Job IDs are UUIDs; anything else (including non-UTF-8 bytes, which the Python
+        # plugin cannot decode) is left to the core, and forwarded URIs cannot carry a "?".
+        Route("/jobs/([0-9a-f-]+)", api, {"GET": get_job}),
+        Route("/jobs/([0-9a-f-]+)/(pause|resume|cancel|resubmit)", api,
+              {"POST": post_job_action}),
+    ]

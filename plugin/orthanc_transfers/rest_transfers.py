@@ -5,47 +5,63 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 from .buckets import PushPlan
 from .encoding import ENCODING_HEADER, local_encodings, server_seconds_header
+from .engine import JobEngine
 from .errors import BadRequest, PeerProtocolError, UnknownResource
 from .hostapi import Request, Response
 from .protocol import COMMIT_WAIT_HEADER, TransferQuery
 from .pull import PULL_JOB_TYPE
 from .push import PUSH_JOB_TYPE
+from .push_receiver import PushReceiver
 from .retry import run_with_retries
 from .routing import Route, parse_json_body, parse_json_object
+from .services import Services
 from .tracking import TRACKING_JOB_TYPE
-
-if TYPE_CHECKING:
-    from .app import TransfersApp
 
 _TRANSACTION_ID = re.compile(r"^[0-9a-f-]{1,64}$")
 
 
-def post_pull(app: TransfersApp, request: Request) -> Response:
+@dataclass(frozen=True)
+class StartingApi:
+    """What the routes that start transfers use: peers and settings, and the engine."""
+    services: Services
+    engine: JobEngine
+
+
+@dataclass(frozen=True)
+class ReceivingApi:
+    """What the receiving end of push mode uses."""
+    receiver: PushReceiver
+    max_instance_size: int          # bytes (Transfers.MaxInstanceSize)
+
+
+def post_pull(api: StartingApi, request: Request) -> Response:
     query = TransferQuery.from_wire(parse_json_object(request))
-    app.services.peer(query.peer)                 # 404 now rather than a failed job later
-    job = app.engine.submit(PULL_JOB_TYPE, query.to_wire(), query.priority)
+    api.services.peer(query.peer)                 # 404 now rather than a failed job later
+    job = api.engine.submit(PULL_JOB_TYPE, query.to_wire(), query.priority)
     return Response.json({"ID": job.id, "Path": f"/jobs/{job.id}"})
 
 
-def post_send(app: TransfersApp, request: Request) -> Response:
+def post_send(api: StartingApi, request: Request) -> Response:
     query = TransferQuery.from_wire(parse_json_object(request))
-    peer = app.services.peer(query.peer)
+    services = api.services
+    peer = services.peer(query.peer)
     if not peer.remote_self:
-        job = app.engine.submit(PUSH_JOB_TYPE, query.to_wire(), query.priority)
+        job = api.engine.submit(PUSH_JOB_TYPE, query.to_wire(), query.priority)
         return Response.json({"ID": job.id, "Path": f"/jobs/{job.id}"})
     # Pull mode: the peer pulls from us under the name it knows us by (reference §5.2).
     # The request as it came (our extensions only when it set them), under the name the
     # peer knows us by; Priority is not forwarded, as in the original.
-    body = {**query.to_wire(), "Originator": app.originator, "Peer": peer.remote_self}
+    body = {**query.to_wire(), "Originator": services.originator, "Peer": peer.remote_self}
     del body["Priority"]
-    client = app.services.client(peer)
-    headers = {"sender-transfer-id": query.sender_transfer_id or app.originator}
+    client = services.client(peer)
+    headers = {"sender-transfer-id": query.sender_transfer_id or services.originator}
     remote = run_with_retries(lambda: client.post_json("/transfers/pull", body, headers=headers),
-                              app.services.retry_policy())
+                              services.retry_policy())
     if not isinstance(remote, dict) or not isinstance(remote.get("ID"), str) \
             or not isinstance(remote.get("Path"), str):
         raise PeerProtocolError(f"Peer {peer.name} did not create a pull job: check its logs "
@@ -53,7 +69,7 @@ def post_send(app: TransfersApp, request: Request) -> Response:
                                 peer=peer.name, uri="/transfers/pull")
     answer = {"Peer": peer.name, "RemoteJob": remote["ID"],
               "URL": peer.url.rstrip("/") + remote["Path"]}
-    app.engine.submit(TRACKING_JOB_TYPE, {**answer, "Resources": list(query.raw_resources),
+    api.engine.submit(TRACKING_JOB_TYPE, {**answer, "Resources": list(query.raw_resources),
                                           "Compression": query.compression.value},
                       query.priority)
     return Response.json(answer)
@@ -69,10 +85,10 @@ def _transaction_id(request: Request) -> str:
     return tx_id
 
 
-def post_push(app: TransfersApp, request: Request) -> Response:
+def post_push(api: ReceivingApi, request: Request) -> Response:
     received = time.perf_counter()
-    plan = PushPlan.from_wire(parse_json_body(request), app.config.max_instance_size)
-    tx = app.push_receiver.create(plan)
+    plan = PushPlan.from_wire(parse_json_body(request), api.max_instance_size)
+    tx = api.receiver.create(plan)
     # "Encodings" is an extension: a sender of ours may then adapt each bucket.
     answer = Response.json({"ID": tx.id, "Path": f"/transfers/push/{tx.id}",
                             "Encodings": list(local_encodings())})
@@ -80,27 +96,27 @@ def post_push(app: TransfersApp, request: Request) -> Response:
     return answer
 
 
-def get_push_transaction(app: TransfersApp, request: Request) -> Response:
-    return Response.json(app.push_receiver.status(_transaction_id(request)))
+def get_push_transaction(api: ReceivingApi, request: Request) -> Response:
+    return Response.json(api.receiver.status(_transaction_id(request)))
 
 
-def delete_push_transaction(app: TransfersApp, request: Request) -> Response:
-    app.push_receiver.delete(_transaction_id(request))
+def delete_push_transaction(api: ReceivingApi, request: Request) -> Response:
+    api.receiver.delete(_transaction_id(request))
     return Response(body="{}")
 
 
-def put_push_bucket(app: TransfersApp, request: Request) -> Response:
+def put_push_bucket(api: ReceivingApi, request: Request) -> Response:
     received = time.perf_counter()
-    app.push_receiver.put(_transaction_id(request), request.groups[1], request.body,
+    api.receiver.put(_transaction_id(request), request.groups[1], request.body,
                           request.headers.get(ENCODING_HEADER.lower()))
     return Response(body="{}", headers=server_seconds_header(received))
 
 
-def post_push_commit(app: TransfersApp, request: Request) -> Response:
+def post_push_commit(api: ReceivingApi, request: Request) -> Response:
     if request.groups[1] != "commit":
         raise UnknownResource(f"Unknown route: {request.uri}")
     wait = request.headers.get(COMMIT_WAIT_HEADER.lower())
-    app.push_receiver.commit(_transaction_id(request), _commit_wait(wait))
+    api.receiver.commit(_transaction_id(request), _commit_wait(wait))
     return Response(body="{}")
 
 
@@ -117,14 +133,15 @@ def _commit_wait(value: str | None) -> float:
     return seconds
 
 
-ROUTES = [
-    Route("/transfers/pull", {"POST": post_pull}),
-    Route("/transfers/push", {"POST": post_push}),
-    # Narrow patterns, as the original's: the Python plugin answers 500 by itself for path
-    # segments that are not UTF-8, so those must not reach a plugin route (core: 404).
-    Route("/transfers/push/([0-9a-f-]+)", {"GET": get_push_transaction,
-                                           "DELETE": delete_push_transaction}),
-    Route("/transfers/push/([0-9a-f-]+)/([0-9]+|commit)", {"PUT": put_push_bucket,
-                                                          "POST": post_push_commit}),
-    Route("/transfers/send", {"POST": post_send}),
-]
+def routes(starting: StartingApi, receiving: ReceivingApi) -> list[Route[Any]]:
+    return [
+        Route("/transfers/pull", starting, {"POST": post_pull}),
+        Route("/transfers/push", receiving, {"POST": post_push}),
+        # Narrow patterns, as the original's: the Python plugin answers 500 by itself for
+        # path segments that are not UTF-8, so those must not reach a plugin route (core: 404).
+        Route("/transfers/push/([0-9a-f-]+)", receiving,
+              {"GET": get_push_transaction, "DELETE": delete_push_transaction}),
+        Route("/transfers/push/([0-9a-f-]+)/([0-9]+|commit)", receiving,
+              {"PUT": put_push_bucket, "POST": post_push_commit}),
+        Route("/transfers/send", starting, {"POST": post_send}),
+    ]

@@ -1,8 +1,10 @@
 """Routing plumbing shared by the REST modules: the route value, JSON bodies, errors.
 
-:func:`guarded` is the one place where errors become answers: a :class:`TransfersError`
-gives its own status and Orthanc-style JSON; anything else is logged and answered as a
-500 JSON, never a traceback.
+A :class:`Route` carries the narrow value its handlers need (its ``context``: the
+receiver, the engine...), never the whole application; handlers are
+``handler(context, request)``. :func:`guarded` is the one place where errors become
+answers: a :class:`TransfersError` gives its own status and Orthanc-style JSON; anything
+else is logged and answered as a 500 JSON, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,15 +14,12 @@ import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from .errors import BadRequest, ServiceUnavailable, StopSignal, TransfersError
 from .hostapi import Handler, Request, Response
 
-if TYPE_CHECKING:
-    from .app import TransfersApp
-
-AppHandler = Callable[["TransfersApp", Request], Response]
+Context = TypeVar("Context")
 
 
 #: Deepest JSON nesting accepted. Orthanc's HTTP threads have small stacks: a body
@@ -60,12 +59,13 @@ def parse_json_object(request: Request) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Route:
+class Route(Generic[Context]):
     regex: str
-    methods: dict[str, AppHandler]
+    context: Context
+    methods: dict[str, Callable[[Context, Request], Response]]
 
 
-def guarded(app: TransfersApp, route: Route) -> Handler:
+def guarded(route: Route[Any], log_error: Callable[[str], None]) -> Handler:
     """The handler Orthanc calls: method check, then the mapping of every error."""
     allowed = ",".join(route.methods)
 
@@ -74,15 +74,15 @@ def guarded(app: TransfersApp, route: Route) -> Handler:
         if handler is None:
             return Response(status=405, allowed_method=allowed)
         try:
-            return handler(app, request)
+            return handler(route.context, request)
         except TransfersError as e:
             return Response(status=e.http_status, body=e.to_body(request.method, request.uri))
         except StopSignal as e:         # Orthanc began to stop while this request ran
             stopping = ServiceUnavailable(f"Orthanc is stopping: {e.message}")
             return Response(status=503, body=stopping.to_body(request.method, request.uri))
         except Exception as e:
-            app.host.log_error(f"Transfers: unexpected error on {request.method} {request.uri}: "
-                               f"{traceback.format_exc()}")
+            log_error(f"Transfers: unexpected error on {request.method} {request.uri}: "
+                      f"{traceback.format_exc()}")
             error = TransfersError("Internal error in the transfers plugin",
                                    f"{type(e).__name__}: {e}")
             return Response(status=500, body=error.to_body(request.method, request.uri))

@@ -14,7 +14,6 @@ from .config import PeerConfig, TransfersConfig, find_peer
 from .errors import TransfersError
 from .hostapi import Host
 from .httpclient import HttpPools
-from .importer import LocalImporter
 from .metrics import Metrics
 from .peers import PeerClient
 from .protocol import InstanceInfo
@@ -30,7 +29,6 @@ class Services:
     connections: HttpPools
     source: InstanceSource
     metrics: Metrics
-    importer: LocalImporter
     throttles: Throttles
 
     @property

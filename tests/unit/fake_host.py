@@ -26,7 +26,7 @@ from typing import Any
 
 from orthanc_transfers.capabilities import Platform
 from orthanc_transfers.errors import UnknownResource
-from orthanc_transfers.hostapi import Handler, Response
+from orthanc_transfers.hostapi import Handler, ImportRoute, ImportSettings, Response
 
 from devkit.scripted_peer import dispatch
 
@@ -59,6 +59,9 @@ class FakeHost:
     core_job_actions: list[str] = field(default_factory=list)
     #: ``GET /plugins`` of the core.
     plugins: list[str] = field(default_factory=lambda: ["python"])
+    #: What the app asked of ``store_file``; the fake always stores as ``store_dicom``.
+    import_settings: ImportSettings = field(default_factory=lambda: ImportSettings(
+        commit_threads=2))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- building the tree ------------------------------------------------------------
@@ -148,8 +151,14 @@ class FakeHost:
             self.instances.setdefault(instance_id, dicom)
         return {"ID": instance_id, "Status": "Success"}
 
+    def configure_imports(self, settings: ImportSettings) -> None:
+        self.import_settings = settings
+
     def store_file(self, path: Path) -> dict[str, Any]:
         return self.store_dicom(path.read_bytes())
+
+    def import_route(self) -> ImportRoute:
+        return ImportRoute("RestApiPost", self.import_settings.commit_threads)
 
     def register_route(self, regex: str, handler: Handler) -> None:
         self.routes[regex] = handler

@@ -20,6 +20,7 @@ from flow_support import (
     wait_job,
 )
 from orthanc_transfers.app import install
+from orthanc_transfers.hostapi import ImportSettings
 
 from devkit.scripted_peer import ScriptedPeer, error_reply, once
 
@@ -42,6 +43,7 @@ def test_install_registers_the_routes_and_extends_the_explorer(tmp_path: Path) -
     assert len(host.explorer_js) == 1 and "/transfers/send" in host.explorer_js[0]
     assert (len(host.started_callbacks), len(host.stopped_callbacks)) == (1, 1)
     assert any("BucketSize" in text for _, text in host.logs)         # the settings
+    assert host.import_settings == ImportSettings(False, commit_threads=1, timeout=60.0)
     assert not (tmp_path / "orthanc").exists()          # nothing on disk before the start
 
 
@@ -59,8 +61,9 @@ def test_start_prepares_the_staging_and_removes_orphans(tmp_path: Path) -> None:
     host = make_host(tmp_path / "orthanc")
     with running(host) as app:
         assert (tmp_path / "orthanc" / "push").is_dir() and not orphan.exists()
-        assert any(f"originator {app.originator}" in text for _, text in host.logs)
+        assert any(f"originator {app.services.originator}" in text for _, text in host.logs)
         assert any("Transfers: Orthanc test" in text for _, text in host.logs)
+        assert ("warning", "Transfers: imports through RestApiPost on 1 thread(s)") in host.logs
 
 
 def test_stop_interrupts_jobs_and_the_next_start_runs_them_again(tmp_path: Path) -> None:

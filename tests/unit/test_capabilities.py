@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from orthanc_transfers.capabilities import (
     Platform,
+    import_threads,
+    imports_through_http,
     keeps_request_bodies,
     platform_report,
     releases_gil,
@@ -55,3 +57,19 @@ def test_unmeasured_versions_are_said_so() -> None:
     report = platform_report(Platform(orthanc="1.12.5", python_plugin="4.3"))
     assert any("not measured" in line for line in report)
     assert not any("WARNING" in line for line in report)
+
+
+def test_import_route_follows_allow_threads_unless_set() -> None:
+    """Auto: through HTTP where RestApiPost holds the GIL (parallel there), RestApiPost
+    once AllowThreads lets it run in parallel (faster, measured); never HTTP where
+    Orthanc's HTTP server cannot take it; parallel imports use at least 4 threads."""
+    assert imports_through_http(None, True, releases_gil=False)
+    assert not imports_through_http(None, True, releases_gil=True)
+    assert imports_through_http(True, True, releases_gil=True)
+    assert not imports_through_http(False, True, releases_gil=False)
+    assert not imports_through_http(None, False, releases_gil=False)
+    assert not imports_through_http(True, False, releases_gil=False)
+    assert import_threads(1, through_http=True, releases_gil=False) == 4
+    assert import_threads(1, through_http=False, releases_gil=True) == 4
+    assert import_threads(1, through_http=False, releases_gil=False) == 1
+    assert import_threads(6, through_http=True, releases_gil=True) == 6

@@ -14,7 +14,6 @@ from orthanc_transfers.concurrency import Throttles
 from orthanc_transfers.config import TransfersConfig
 from orthanc_transfers.errors import BadRequest, Cancelled, IntegrityError
 from orthanc_transfers.httpclient import HttpPools
-from orthanc_transfers.importer import LocalImporter
 from orthanc_transfers.importing import ImportStream, import_area
 from orthanc_transfers.metrics import Metrics
 from orthanc_transfers.protocol import InstanceInfo
@@ -48,10 +47,9 @@ class FailingHost(FakeHost):
 
 
 def make_services(host: FakeHost) -> Services:
-    importer = LocalImporter(host, {}, enabled=False, threads=2, timeout=1)
     return Services(host=host, config=TransfersConfig(), originator="test",
                     connections=HttpPools(2), source=InstanceSource(host, 1 << 20),
-                    metrics=Metrics(host.set_metric), importer=importer,
+                    metrics=Metrics(host.set_metric),
                     throttles=Throttles.create(chunk_slots=2))
 
 
@@ -157,19 +155,3 @@ def test_a_cancelled_job_stops_the_stream(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         stream.finish()
     assert host.stored == []
-
-
-def test_importer_path_follows_allow_threads_unless_set() -> None:
-    """Auto: through HTTP (parallel where RestApiPost holds the GIL), RestApiPost on as
-    many threads once AllowThreads lets it run in parallel (faster, measured)."""
-    auto = LocalImporter(FakeHost(), {"HttpPort": 8042}, enabled=None, threads=1, timeout=1)
-    assert auto.through_http and auto.threads == 4               # before Orthanc starts
-    assert auto.adapt(False) == "imports through http://127.0.0.1:8042/instances on 4 thread(s)"
-    assert auto.adapt(True) == "imports through RestApiPost on 4 thread(s)"
-    forced = LocalImporter(FakeHost(), {}, enabled=True, threads=1, timeout=1)
-    assert forced.adapt(True).startswith("imports through http") and forced.threads == 4
-    serial = LocalImporter(FakeHost(), {}, enabled=False, threads=1, timeout=1)
-    assert serial.adapt(False) == "imports through RestApiPost on 1 thread(s)"
-    assert serial.adapt(True) == "imports through RestApiPost on 4 thread(s)"
-    no_http = LocalImporter(FakeHost(), {"SslEnabled": True}, enabled=None, threads=2, timeout=1)
-    assert no_http.adapt(False) == "imports through RestApiPost on 2 thread(s)"

@@ -163,7 +163,7 @@ def test_lookup_describes_the_instances_sorted(
     assert answer["Instances"] == [{"ID": i, "Size": str(len(files[i])),
                                     "MD5": hashlib.md5(files[i]).hexdigest()}
                                    for i in sorted(files)]
-    assert answer["Originator"] == app.originator
+    assert answer["Originator"] == app.services.originator
     assert answer["CountInstances"] == len(files)
     assert answer["TotalSize"] == str(sum(map(len, files.values())))
     assert answer["TotalSizeMB"] == 0 and "gzip" in answer["Encodings"]

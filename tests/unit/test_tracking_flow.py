@@ -70,9 +70,9 @@ def test_send_in_pull_mode_makes_the_peer_pull_and_follows_its_job(tracking: Tra
                       "URL": tracking.remote.url.rstrip("/") + REMOTE_PATH}
     pulled = tracking.remote.requests_to("POST", "/transfers/pull")[0]
     assert pulled.json() == {"Resources": [{"Level": "Study", "ID": "5a"}],
-                             "Compression": "gzip", "Originator": tracking.app.originator,
+                             "Compression": "gzip", "Originator": tracking.app.services.originator,
                              "Peer": "sender"}                    # no Priority (§3.2)
-    assert pulled.headers["sender-transfer-id"] == tracking.app.originator
+    assert pulled.headers["sender-transfer-id"] == tracking.app.services.originator
     done = wait_job(tracking.host, tracking.local_job(), "Success", "Failure")
     assert done["State"] == "Success", done
     assert done["Content"]["RemoteState"] == "Success"
