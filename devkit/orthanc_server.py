@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import requests.adapters
+import urllib3
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_SCRIPT = REPO / "plugin" / "transfers.py"
@@ -139,6 +141,12 @@ class OrthancServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
         self.session.headers["Accept-Encoding"] = "identity"
+        # Orthanc closes an idle keep-alive connection after KeepAliveTimeout (1 s): a
+        # request sent on it at that moment meets "Remote end closed connection without
+        # response". A GET is safe to send again; nothing else is retried.
+        stale = urllib3.util.Retry(total=2, connect=0, read=2, status=0, redirect=0,
+                                   allowed_methods=frozenset({"GET"}))
+        self.session.mount("http://", requests.adapters.HTTPAdapter(max_retries=stale))
 
     @property
     def url(self) -> str:

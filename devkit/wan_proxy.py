@@ -3,7 +3,9 @@
 Linux netem is not available on these machines, so this proxy stands between two
 Orthanc servers: it adds one-way delay, caps the bandwidth of each direction (shared by
 all connections, as one link would), and counts the bytes. For fault tests it can
-reset a share of connections, stall all traffic, or flip one byte.
+reset a share of connections, reset whichever connection carries the link past every few
+megabytes (``reset_every``), stall all traffic, cut the link (every connection reset,
+the peer unreachable until :meth:`WanProxy.restore`), or flip one byte.
 
 What it does not model: packet loss and TCP's reaction to it (a reset is the blunt
 substitute), queueing in routers beyond the bandwidth cap, jitter, and TCP slow start
@@ -32,6 +34,10 @@ class LinkProfile:
     delay: float = 0.0
     bandwidth: float = 0.0
     reset_rate: float = 0.0      # probability that a new connection is reset mid-way
+    #: (min, max) bytes: the connection that carries the link's running byte count (both
+    #: directions, every connection) past a threshold is reset; the next threshold is
+    #: that many bytes further, drawn uniformly (seeded)
+    reset_every: tuple[int, int] | None = None
 
 
 PROFILES = {
@@ -67,6 +73,7 @@ class Counters:
     down: int = 0               # server -> client bytes
     connections: int = 0
     resets: int = 0
+    refused: int = 0            # connections reset on arrival while the link was cut
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -88,6 +95,14 @@ class WanProxy:
         self._flowing.set()
         self._corruptions: dict[str, int] = {}     # direction -> bytes before the flip
         self._forced_resets: list[int] = []       # byte offsets for the next connections
+        self._cut = False                          # cut(): every connection reset at once
+        self._passed = 0                           # bytes forwarded, for reset_every
+        self._next_reset: int | None = None        # value of _passed that resets
+        if self.profile.reset_every is not None:
+            low, high = self.profile.reset_every
+            if not 0 < low <= high:
+                raise ValueError(f"reset_every must be 0 < min <= max, got {low, high}")
+            self._next_reset = self._random.randint(low, high)
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="wan-proxy", daemon=True)
@@ -136,6 +151,33 @@ class WanProxy:
         for sock in sockets:
             self._abort(sock)
 
+    def cut(self) -> None:
+        """Cut the link: reset every open connection now and, until :meth:`restore`,
+        every new one as soon as it is accepted, without connecting to the target (the
+        client sees a reset or a remote disconnect: the peer looks unreachable)."""
+        with self._lock:
+            self._cut = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._abort(sock)
+
+    def restore(self) -> None:
+        """Let new connections through again after :meth:`cut`."""
+        with self._lock:
+            self._cut = False
+
+    @property
+    def is_cut(self) -> bool:
+        with self._lock:
+            return self._cut
+
+    @property
+    def bytes_passed(self) -> int:
+        """Bytes forwarded so far, both directions, every connection: what ``reset_every``
+        counts (a chunk is counted when the proxy takes it to send)."""
+        with self._lock:
+            return self._passed
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _accept(self) -> None:
@@ -144,6 +186,9 @@ class WanProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.is_cut:
+                self._refuse(client)
+                continue
             try:
                 if self._tls is not None:
                     client.settimeout(10)
@@ -153,19 +198,24 @@ class WanProxy:
             except OSError:
                 client.close()
                 continue
+            with self._lock:
+                cut = self._cut           # cut() while this one was connecting
+                if not cut:
+                    self._sockets.update((client, server))
+            if cut:
+                self._refuse(client, server)
+                continue
             server.settimeout(None)
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.counters.lock:
                 self.counters.connections += 1
             reset_after = None
-            if self.profile.reset_rate and self._random.random() < self.profile.reset_rate:
-                reset_after = self._random.randint(1, 2 * 1024 * 1024)
-            with self._lock:
+            with self._lock:      # the pumps draw from _random too (reset_every)
+                if self.profile.reset_rate and self._random.random() < self.profile.reset_rate:
+                    reset_after = self._random.randint(1, 2 * 1024 * 1024)
                 if self._forced_resets:
                     reset_after = self._forced_resets.pop(0)
-            with self._lock:
-                self._sockets.update((client, server))
             pumps_left = [2]
             for source, sink, direction in ((client, server, "up"), (server, client, "down")):
                 threading.Thread(target=self._pump,
@@ -201,15 +251,24 @@ class WanProxy:
                         self.counters.resets += 1
                     self._reset(source, sink)
                     return
+                if sink.fileno() < 0:
+                    break             # reset already (the other direction, cut()...)
+                allowed, reset_now = self._take_budget(len(data))
+                if reset_now:
+                    # reset_every: what fits under the threshold goes, then the reset.
+                    if allowed:
+                        with contextlib.suppress(OSError):
+                            sink.sendall(data[:allowed])
+                            self._count(direction, allowed)
+                    with self.counters.lock:
+                        self.counters.resets += 1
+                    self._reset(source, sink)
+                    return
                 try:
                     sink.sendall(data)
                 except OSError:
                     break
-                with self.counters.lock:
-                    if direction == "up":
-                        self.counters.up += len(data)
-                    else:
-                        self.counters.down += len(data)
+                self._count(direction, len(data))
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)     # pass the half-close on
             with self._lock:
@@ -236,6 +295,35 @@ class WanProxy:
         with arrived:
             arrived.notify()
         thread.join()
+
+    def _refuse(self, *sockets: socket.socket) -> None:
+        """The link is cut: reset a connection just accepted (and the target's side)."""
+        with self.counters.lock:
+            self.counters.refused += 1
+        for sock in sockets:
+            self._abort(sock)
+
+    def _take_budget(self, size: int) -> tuple[int, bool]:
+        """``reset_every``: how many of ``size`` bytes may pass, and whether the
+        connection is reset once they have (the running count reached a threshold)."""
+        with self._lock:
+            if self._next_reset is None or self.profile.reset_every is None:
+                self._passed += size
+                return size, False
+            room = self._next_reset - self._passed
+            if size < room:
+                self._passed += size
+                return size, False
+            self._passed = self._next_reset
+            self._next_reset += self._random.randint(*self.profile.reset_every)
+            return room, True
+
+    def _count(self, direction: str, size: int) -> None:
+        with self.counters.lock:
+            if direction == "up":
+                self.counters.up += size
+            else:
+                self.counters.down += size
 
     def _maybe_corrupt(self, direction: str, data: bytes) -> bytes:
         with self._lock:

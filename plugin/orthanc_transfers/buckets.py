@@ -21,6 +21,7 @@ from .protocol import (
     InstanceInfo,
     parse_decimal_string,
     parse_optional_boolean,
+    parse_optional_seconds,
     parse_orthanc_id,
     sort_instances,
 )
@@ -132,6 +133,9 @@ class PushPlan:
     compression: Compression
     #: Ours (original receivers ignore it): import each instance once it is verified.
     import_during_transfer: bool | None = None
+    #: Ours: how long the sender waits for this receiver in an outage (seconds), so
+    #: that the receiver keeps the idle transaction at least that long.
+    outage_deadline: float | None = None
 
     @property
     def total_size(self) -> int:
@@ -145,6 +149,8 @@ class PushPlan:
         }
         if self.import_during_transfer is not None:
             body["ImportDuringTransfer"] = self.import_during_transfer
+        if self.outage_deadline is not None:
+            body["OutageDeadline"] = self.outage_deadline
         return body
 
     @classmethod
@@ -171,7 +177,8 @@ class PushPlan:
                                  f"the limit of {max_instance_size} (Transfers.MaxInstanceSize)")
         buckets = tuple(_parse_bucket(raw, sizes, index) for index, raw in enumerate(raw_buckets))
         return cls(instances, buckets, compression,
-                   parse_optional_boolean(body, "ImportDuringTransfer"))
+                   parse_optional_boolean(body, "ImportDuringTransfer"),
+                   parse_optional_seconds(body, "OutageDeadline"))
 
 
 def _parse_bucket(raw: Any, sizes: dict[str, int], index: int) -> Bucket:

@@ -147,7 +147,17 @@ def render_progress(job: dict[str, Any], width: int = 30) -> str:
                "" if speed is None else
                f"{speed / 1024:.1f} MB/s" if speed >= 1024 else f"{speed:.0f} KB/s"]
     figures = [figure for figure in figures if figure]
-    return " ".join([*parts, ", ".join(figures)] if figures else parts)
+    waiting = render_waiting(content.get("Waiting"))
+    return " ".join([*parts, ", ".join(figures)] if figures else parts) + waiting
+
+
+def render_waiting(waiting: Any) -> str:
+    """`` - waiting for peer b, next try in 40 s`` while a job rides out an outage."""
+    if not isinstance(waiting, dict):
+        return ""
+    next_try = _number(waiting.get("NextTryInSeconds"))
+    text = f" - waiting for peer {waiting.get('Peer')}"
+    return text + (f", next try in {next_try:.0f} s" if next_try is not None else "")
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -230,6 +240,8 @@ def transfer_body(args: argparse.Namespace) -> dict[str, Any]:
                             "Peer": args.peer, "Compression": args.compression}
     if args.priority is not None:
         body["Priority"] = args.priority
+    if args.outage_deadline is not None:
+        body["OutageDeadline"] = args.outage_deadline
     return body
 
 
@@ -329,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--compression", choices=("gzip", "none"), default="gzip",
                          help="default gzip")
         sub.add_argument("--priority", type=int, help="job priority (integer)")
+        sub.add_argument("--outage-deadline", type=float, metavar="SECONDS",
+                         help="how long the job waits for an unreachable peer "
+                              "(default: the server's Transfers.OutageDeadline)")
         sub.add_argument("--level", choices=LEVELS, default="Study",
                          help="level of the IDs (default Study)")
         sub.add_argument("--wait", action="store_true", help="watch the job until it ends")

@@ -3,7 +3,8 @@
 Threads, who starts them and who stops them:
 
 * **Job runners** (``TF-JOB-*``): :class:`~.engine.JobEngine` starts one
-  :class:`Background` per running job, at most ``ConcurrentJobs``. A pause, cancel or
+  :class:`Background` per running job, at most ``ConcurrentJobs`` (a job waiting for
+  an unreachable peer lends its slot to another meanwhile). A pause, cancel or
   stop sets the runner's stop event; the work sees it at its next ``check()`` and raises
   a :class:`~.errors.StopSignal`. ``JobEngine.stop`` joins every runner.
 * **Work pools** (``TF-PULL-*``, ``TF-PUSH-*``, ``TF-COMMIT-*``, ``TF-IMPORT-*``,
@@ -23,12 +24,14 @@ on Orthanc's API or on another thread (logging aside), except the throttles, whi
 to bound those calls, and ``JobEngine._notifying``, held while the listeners run.
 
 =============================  ==========================================================
-``JobEngine._lock`` (RLock)    the job table, the runners, the submission counter,
-                               the events not yet notified; listeners are called
-                               after it is released
+``JobEngine._lock`` (RLock)    the job table, the runners (and which of them wait for
+                               a peer without a slot), the submission counter, the
+                               events not yet notified; listeners are called after it
+                               is released
 ``JobEngine._notifying``       (RLock) notifications go out one batch at a time, in order
 ``_Runner.stop_event``         (Event) a job was told to pause, cancel or stop
 ``TransferStats.lock``         every counter and the phase of one job run
+``OutageLog._lock``            a job's outages: the current one, how many, time waited
 ``WorkPool._lock``             a pool's queue, errors and threads
 ``InFlight._lock``             its round-trip and request-time estimates
 ``EncodingChooser._lock``      its link and CPU estimates
@@ -48,7 +51,8 @@ to bound those calls, and ``JobEngine._notifying``, held while the listeners run
 =============================  ==========================================================
 
 Nestings, outer to inner, and no others: ``JobEngine._notifying`` → ``JobEngine._lock``
-→ ``TransferStats.lock`` (a job's Content is saved under the engine's lock);
+→ ``TransferStats.lock`` or ``OutageLog._lock`` (a job's Content is saved under the
+engine's lock);
 ``PushTransaction.arrival`` → ``PushReceiver._lock``, then ``DownloadArea._lock`` (an
 early commit asking whether every bucket is here); ``WorkPool._lock`` →
 ``InFlight._lock`` (the pool's width). :class:`Throttles` are process-wide and created

@@ -145,9 +145,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("MaxPushTransactions", "max_push_transactions", POSITIVE, 4, "", ORIGINAL,
            "push transactions a receiver holds at once; beyond, an idle one (≥ 60 s) is "
            "evicted or the newcomer gets 503 and retries"),
-    Option("MaxHttpRetries", "max_http_retries", UNSIGNED, 0, "", ORIGINAL,
+    Option("MaxHttpRetries", "max_http_retries", UNSIGNED, 5, "", ORIGINAL,
            "extra attempts per request (bucket, lookup, creation, commit), with exponential "
-           "backoff; covers corrupted and short buckets too"),
+           "backoff and jitter; covers corrupted and short buckets too (the original's "
+           "default is 0; see Unreliable links)"),
     Option("PeerConnectivityTimeout", "peer_connectivity_timeout", UNSIGNED, 2, "s", ORIGINAL,
            "timeout of each peer probe of `/transfers/peers`"),
     Option("PeerCommitTimeout", "peer_commit_timeout", UNSIGNED, 600, "s", ORIGINAL,
@@ -159,8 +160,13 @@ OPTIONS: tuple[Option, ...] = (
            "first pause before a retry; doubles each retry"),
     Option("HttpRetryBackoffMax", "http_retry_backoff_max", NUMBER, 30.0, "s", NEW,
            "longest pause between retries"),
+    Option("OutageDeadline", "outage_deadline", UNSIGNED, 21600, "s", NEW,
+           "how long a job waits for a peer that stays unreachable beyond one request's "
+           "retries before it fails (per job: `OutageDeadline` in the request); 0: fail at "
+           "once"),
     Option("PushTransactionTimeout", "push_transaction_timeout", UNSIGNED, 3600, "s", NEW,
-           "idle push transactions are discarded after this"),
+           "idle push transactions are discarded after this, or after the sender's "
+           "`OutageDeadline` and 10 minutes if that is longer"),
     Option("MaxInstanceSize", "max_instance_size", POSITIVE, 4096, "MiB", NEW,
            "a declared instance larger than this is refused (push and pull)", scale=MIB),
     Option("GzipLevel", "gzip_level", ZLIB_LEVEL, 1, "", NEW,
@@ -219,6 +225,7 @@ class TransfersConfig:
     commit_threads_count: int = _default("commit_threads_count")
     http_retry_backoff: float = _default("http_retry_backoff")
     http_retry_backoff_max: float = _default("http_retry_backoff_max")
+    outage_deadline: float = _default("outage_deadline")
     push_transaction_timeout: float = _default("push_transaction_timeout")
     max_instance_size: int = _default("max_instance_size")
     gzip_level: int = _default("gzip_level")
@@ -240,6 +247,10 @@ class TransfersConfig:
     def skips_stored_instances(self, requested: bool | None) -> bool:
         """A pull's ``SkipStoredInstances``: its request's, else this option."""
         return self.skip_stored_instances if requested is None else requested
+
+    def outage_deadline_of(self, requested: float | None) -> float:
+        """A transfer's ``OutageDeadline``: its request's, else this option."""
+        return self.outage_deadline if requested is None else requested
 
     def describe(self) -> dict[str, Any]:
         """Every option's effective value, under its name and in the unit it is written

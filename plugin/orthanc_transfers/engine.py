@@ -1,7 +1,9 @@
 """The registry and scheduler of transfer jobs.
 
 Jobs run on their own runner threads, at most ``ConcurrentJobs`` at once, pending jobs
-by decreasing ``Priority`` then submission order. Each job is saved as a small JSON
+by decreasing ``Priority`` then submission order. A job that waits for an unreachable
+peer (:meth:`_Runner.waiting`) gives its slot to the next pending job meanwhile, and takes
+one back before it goes on, ahead of the pending jobs. Each job is saved as a small JSON
 file under ``<staging>/jobs`` at every state change (and at most every second while it
 runs), so the list survives a restart; jobs that were running when Orthanc stopped run
 again at the next start and continue from their staging manifest.
@@ -13,13 +15,14 @@ would crash Orthanc (python-plugin-notes §3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,8 @@ WorkFactory = Callable[[str, dict[str, Any], str], Work]
 STOP_TIMEOUT = 20.0
 #: Running jobs are saved at most this often (seconds).
 SAVE_INTERVAL = 1.0
+#: How often a job that waited for a peer looks for a free slot (seconds).
+RECLAIM_INTERVAL = 0.5
 
 
 class JobStore:
@@ -93,6 +98,13 @@ class _Runner:
         self.stop_event.wait(seconds)
         self.check()
 
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self.engine._release_slot(self)
+        yield
+        # Not on an error or a stop: a job that ends needs no slot to end.
+        self.engine._reclaim_slot(self)
+
     def changed(self) -> None:
         now = time.monotonic()
         if now - self._last_save >= SAVE_INTERVAL:
@@ -110,6 +122,8 @@ class JobEngine:
         self._log_error = log_error
         self._jobs: dict[str, JobRecord] = {}
         self._runners: dict[str, _Runner] = {}
+        self._idle: set[str] = set()          # runners waiting for a peer: no slot
+        self._reclaiming: set[str] = set()    # idle ones that want their slot back
         self._lock = threading.RLock()
         self._sequence = 0
         self._stopping = False
@@ -216,13 +230,17 @@ class JobEngine:
     def _attach(self, job: JobRecord) -> None:
         job.work = self._factory(job.type, job.request, job.id)
 
+    def _busy_slots(self) -> int:
+        return len(self._runners) - len(self._idle)
+
     def _schedule(self) -> None:
         if self._stopping:
             return
         pending = sorted((j for j in self._jobs.values()
                           if j.state is JobState.PENDING and j.id not in self._runners),
                          key=lambda j: (-j.priority, j.sequence))
-        for job in pending[: max(0, self._concurrent - len(self._runners))]:
+        free = self._concurrent - self._busy_slots() - len(self._reclaiming)
+        for job in pending[: max(0, free)]:
             self._apply(job, JobEvent.START)
             runner = _Runner(self, job)
             self._runners[job.id] = runner
@@ -248,6 +266,8 @@ class JobEngine:
             event = JobEvent.FAIL
         with self._lock:
             del self._runners[job.id]
+            self._idle.discard(job.id)
+            self._reclaiming.discard(job.id)
             if event is not None and job.state is JobState.RUNNING:
                 if failure is not None:
                     job.error_code = failure.orthanc_code
@@ -257,6 +277,25 @@ class JobEngine:
             self._save(job)
             self._schedule()
         self._notify()
+
+    def _release_slot(self, runner: _Runner) -> None:
+        with self._lock:
+            self._idle.add(runner.job_id)
+            self._schedule()
+        self._notify()
+
+    def _reclaim_slot(self, runner: _Runner) -> None:
+        """Back from waiting: take a slot as soon as one frees (before pending jobs).
+        A stop meanwhile raises from ``runner.wait``; ``_run`` then clears the sets."""
+        with self._lock:
+            self._reclaiming.add(runner.job_id)
+        while True:
+            with self._lock:
+                if self._busy_slots() < self._concurrent or self._stopping:
+                    self._idle.discard(runner.job_id)
+                    self._reclaiming.discard(runner.job_id)
+                    return
+            runner.wait(RECLAIM_INTERVAL)
 
     def _trim_history(self) -> None:
         # A job whose runner has not exited yet still uses its staging: trimmed later.

@@ -13,6 +13,7 @@ The tree of errors (``retryable``: whether sending the same request again may he
     ├── ServiceUnavailable          503, e.g. every push slot is busy
     ├── PeerError                   502, a remote Orthanc misbehaved       retryable
     │   ├── PeerUnreachable         connection refused, reset or timed out retryable
+    │   ├── PeerCertificateRefused  its TLS certificate failed verification
     │   ├── PeerHttpError           a non-200 status            retryable on 5xx/408/429
     │   │   └── PeerCorruption      400: the peer received our bytes damaged
     │   └── PeerProtocolError       a 200 answer with something unusable   retryable
@@ -70,7 +71,7 @@ _HTTP_REASONS = {
 class TransfersError(Exception):
     """Root of the plugin's errors: a message for humans, a status for HTTP."""
 
-    http_status: ClassVar[int] = 500
+    http_status: int = 500             # an instance may narrow it (RetriesExhausted)
     orthanc_code: ClassVar[int] = ORTHANC_PLUGIN_ERROR
     #: Whether the same request, sent again, may succeed (read by :mod:`.retry`).
     retryable: bool = False
@@ -162,6 +163,13 @@ class PeerUnreachable(PeerError):
     """The request never got an HTTP answer: refused, reset or timed out."""
 
 
+class PeerCertificateRefused(PeerError):
+    """The peer's TLS certificate failed verification: a configuration to fix, which no
+    retry and no wait for the peer will change."""
+
+    retryable = False
+
+
 class PeerHttpError(PeerError):
     """The peer answered with a status other than 200."""
 
@@ -225,6 +233,9 @@ class RetriesExhausted(TransfersError):
         super().__init__(message, "; ".join(history))
         self.last = last
         self.history = history
+        # Answered as the last error would be: a peer that kept failing is a 502.
+        if isinstance(last, TransfersError):
+            self.http_status = last.http_status
 
 
 class StopSignal(Exception):

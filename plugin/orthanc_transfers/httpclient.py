@@ -14,6 +14,7 @@ Every transport failure comes out as :class:`TransportError`, in one place.
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ PIECE = 256 * 1024
 
 class TransportError(Exception):
     """No HTTP answer: refused, reset, timed out, TLS failure, broken answer..."""
+
+
+class CertificateRefused(TransportError):
+    """The server's TLS certificate failed verification (not a transient failure)."""
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,36 @@ class HttpPools:
             settings = (tls or Tls()).pool_settings() if url.startswith("https:") else {}
             with self._lock:
                 pool = self._manager.connection_from_url(url, pool_kwargs=settings)
+            # enforce_content_length: an answer cut short by a reset is a transport
+            # failure (the default of urllib3 2.x; urllib3 1.26 returns the short body).
             response = pool.urlopen(method, _path_of(url), body=data, headers=all_headers,
                                     timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                     retries=False, redirect=False, preload_content=False,
-                                    assert_same_host=False)
+                                    assert_same_host=False, enforce_content_length=True)
             content = _read(response, stop)
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
-            raise TransportError(f"{type(e).__name__}: {e}") from e
+            failure = CertificateRefused if _certificate_refused(e) else TransportError
+            raise failure(f"{type(e).__name__}: {e}") from e
         return HttpAnswer(response.status, content, response.headers, _cookies(response))
 
     def close(self) -> None:
         with self._lock:
             self._manager.clear()
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    """Does a certificate verification failure lie somewhere in ``error``'s chain?"""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) \
+                or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        reason = getattr(seen, "reason", None)
+        seen = seen.__cause__ or seen.__context__ or \
+            (reason if isinstance(reason, BaseException) else None)
+    return False
 
 
 def _path_of(url: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,6 +126,11 @@ class RunContext(Protocol):
 
     def changed(self) -> None:
         """Progress or content moved: persist and notify (cheaply, rate-limited)."""
+        ...
+
+    def waiting(self) -> AbstractContextManager[None]:
+        """Around a wait for an unreachable peer: the job's slot runs another job
+        meanwhile, and is taken back (after a wait for one, if need be) at the exit."""
         ...
 
 

@@ -16,13 +16,15 @@ from .concurrency import run_parallel
 from .config import PeerConfig, TransfersConfig
 from .errors import (
     ORTHANC_CORRUPTED_FILE,
+    PeerCertificateRefused,
     PeerCorruption,
     PeerError,
     PeerHttpError,
     PeerProtocolError,
     PeerUnreachable,
 )
-from .httpclient import HttpAnswer, HttpPools, Tls, TransportError
+from .httpclient import CertificateRefused, HttpAnswer, HttpPools, Tls, TransportError
+from .outage import OUTAGE_STATUSES
 
 #: Peer status strings of ``GET /transfers/peers``; third-party clients match them exactly.
 PEER_DISABLED = "disabled"
@@ -69,6 +71,10 @@ class PeerClient:
             answer = self._pools.request(method, self.url(uri), body=body, headers=all_headers,
                                          auth=self.peer.auth, timeout=self._timeout(timeout),
                                          tls=self._tls(), stop=stop)
+        except CertificateRefused as e:
+            raise PeerCertificateRefused(
+                f"Peer {self.peer.name} refused on {method} {uri}: its certificate failed "
+                f"verification: {e}", peer=self.peer.name, uri=uri) from e
         except TransportError as e:
             raise PeerUnreachable(f"Peer {self.peer.name} unreachable on {method} {uri}: {e}",
                                   peer=self.peer.name, uri=uri) from e
@@ -109,6 +115,20 @@ def _says_corrupted(answer: HttpAnswer) -> bool:
         return bool(json.loads(answer.body).get("OrthancStatus") == ORTHANC_CORRUPTED_FILE)
     except (ValueError, AttributeError):
         return False
+
+
+#: Seconds a probe of a peer in an outage may take.
+OUTAGE_PROBE_TIMEOUT = 10.0
+
+
+def peer_answers(client: PeerClient) -> bool:
+    """Is the peer back? Any answer of its own to ``GET /system`` (even a 401, which the
+    next attempt will report) says so; none, or a gateway's 502-504, says not."""
+    try:
+        answer = client.send("GET", "/system", timeout=OUTAGE_PROBE_TIMEOUT, expect_ok=False)
+    except PeerError:
+        return False
+    return answer.status not in OUTAGE_STATUSES
 
 
 def probe_status(client: PeerClient, timeout: float) -> str:

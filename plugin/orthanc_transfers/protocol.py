@@ -134,6 +134,17 @@ def parse_optional_boolean(body: dict[str, Any], field: str) -> bool | None:
     return value
 
 
+def parse_optional_seconds(body: dict[str, Any], field: str) -> float | None:
+    """An optional duration field (seconds, a number ≥ 0): None when absent, 400 otherwise."""
+    value = body.get(field)
+    if field not in body:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value < float("inf"):
+        raise BadRequest(f"'{field}' must be a number of seconds (0 or more), got {value!r}")
+    return float(value)
+
+
 def parse_resources(value: Any, field: str = "Resources") -> list[ResourceRef]:
     """A non-empty list of ``{"Level", "ID"}``; levels as Orthanc names them."""
     if not isinstance(value, list):
@@ -272,6 +283,8 @@ class TransferQuery:
     #: Ours: a pull does not download what this Orthanc stores with the same MD5
     #: (None: Transfers.SkipStoredInstances).
     skip_stored_instances: bool | None = None
+    #: Ours: seconds the job waits for an unreachable peer (None: Transfers.OutageDeadline).
+    outage_deadline: float | None = None
 
     @classmethod
     def from_wire(cls, body: Any) -> TransferQuery:
@@ -297,7 +310,8 @@ class TransferQuery:
                    originator=body.get("Originator"),
                    sender_transfer_id=body.get("SenderTransferID"),
                    import_during_transfer=parse_optional_boolean(body, "ImportDuringTransfer"),
-                   skip_stored_instances=parse_optional_boolean(body, "SkipStoredInstances"))
+                   skip_stored_instances=parse_optional_boolean(body, "SkipStoredInstances"),
+                   outage_deadline=parse_optional_seconds(body, "OutageDeadline"))
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"Resources": list(self.raw_resources), "Peer": self.peer,
@@ -311,6 +325,8 @@ class TransferQuery:
             body["ImportDuringTransfer"] = self.import_during_transfer
         if self.skip_stored_instances is not None:
             body["SkipStoredInstances"] = self.skip_stored_instances
+        if self.outage_deadline is not None:
+            body["OutageDeadline"] = self.outage_deadline
         return body
 
 

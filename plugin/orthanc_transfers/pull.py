@@ -42,7 +42,7 @@ from .protocol import InstanceInfo, peer_encodings, require_fields
 from .retry import RetryPolicy, run_with_retries
 from .services import Services
 from .staging import DownloadArea
-from .transfer_job import TransferStats, TransferWork, transfer_content
+from .transfer_job import TransferStats, TransferWork
 
 PULL_JOB_TYPE = "PullTransfer"
 
@@ -84,7 +84,7 @@ class PullWork(TransferWork[DownloadArea]):
     # -- Work protocol ----------------------------------------------------------------
 
     def content(self) -> dict[str, Any]:
-        content = transfer_content(self.query, self.stats, self.failure, "Downloaded")
+        content = self._content("Downloaded")
         content["SkippedInstances"] = self.stats.skipped_instances
         content["SkipStoredInstances"] = self._skip_stored()
         content["ImportDuringTransfer"] = self._import_during_transfer()
@@ -100,7 +100,8 @@ class PullWork(TransferWork[DownloadArea]):
         for info in remote:
             if info.size > limit:
                 raise PeerProtocolError(f"Instance {info.id} of {info.size} bytes exceeds "
-                                        "Transfers.MaxInstanceSize", peer=self.query.peer)
+                                        "Transfers.MaxInstanceSize", peer=self.query.peer,
+                                        uri="/transfers/lookup")
         todo, buckets = self._plan(client, remote)
         total_size = sum(info.size for info in remote)
         self.stats.planned(len(remote), total_size, skipped=len(remote) - len(todo))
@@ -150,7 +151,8 @@ class PullWork(TransferWork[DownloadArea]):
         started = time.perf_counter()
         answer = run_with_retries(
             lambda: client.post_json(uri, body, headers=headers),
-            self._services.retry_policy(), sleep=context.wait, should_stop=context.check)
+            self._services.retry_policy(), sleep=context.wait, should_stop=context.check,
+            on_retry=self.stats.retried)
         self._in_flight.observe_rtt(time.perf_counter() - started)
         answer = require_fields(answer, {"Instances": list, "Originator": str}, peer=peer,
                                 uri=uri, what="lookup answer")

@@ -43,7 +43,7 @@ from .protocol import COMMIT_WAIT_HEADER, MAX_COMMIT_WAIT, peer_encodings, requi
 from .retry import RetryPolicy, run_with_retries
 from .services import Services
 from .staging import plan_signature
-from .transfer_job import TransferStats, TransferWork, transfer_content
+from .transfer_job import TransferStats, TransferWork
 
 PUSH_JOB_TYPE = "PushTransfer"
 STATE_FILE = "push.json"
@@ -71,7 +71,7 @@ class PushWork(TransferWork[Outgoing]):
     # -- Work protocol ----------------------------------------------------------------
 
     def content(self) -> dict[str, Any]:
-        content = transfer_content(self.query, self.stats, self.failure, "Uploaded")
+        content = self._content("Uploaded")
         if self._path:
             content["RemoteTransaction"] = self._path
         if self.query.import_during_transfer is not None:      # else the receiver decides
@@ -121,7 +121,7 @@ class PushWork(TransferWork[Outgoing]):
         # Never sent, or it failed: commit now (a committed transaction answers {}).
         run_with_retries(lambda: self._send_commit(client, wait=False),
                          self._services.retry_policy(), sleep=context.wait,
-                         should_stop=context.check)
+                         should_stop=context.check, on_retry=self.stats.retried)
 
     def _failed(self, client: PeerClient, error: TransfersError) -> None:
         """A receiver that refused the data will not take it later: forget the
@@ -144,8 +144,9 @@ class PushWork(TransferWork[Outgoing]):
         buckets = plan_buckets(instances, self._services.config.bucket_size,
                                compression=self.query.compression)
         self.stats.planned(len(instances), sum(info.size for info in instances))
+        deadline = self._services.config.outage_deadline_of(self.query.outage_deadline)
         return PushPlan(tuple(instances), tuple(buckets), self.query.compression,
-                        self.query.import_during_transfer)
+                        self.query.import_during_transfer, deadline)
 
     def _open_transaction(self, client: PeerClient, plan: PushPlan,
                           context: RunContext) -> set[int] | None:
@@ -177,8 +178,8 @@ class PushWork(TransferWork[Outgoing]):
         deadline = time.monotonic() + self._services.config.peer_commit_timeout
         answer = run_with_retries(lambda: self._post_creation(client, body, headers, deadline,
                                                               context),
-                                  self._services.retry_policy(),
-                                  sleep=context.wait, should_stop=context.check)
+                                  self._services.retry_policy(), sleep=context.wait,
+                                  should_stop=context.check, on_retry=self.stats.retried)
         # The receiver's own time (staging folders) is not the round trip's.
         elapsed = time.perf_counter() - started
         self._in_flight.observe_rtt(max(0.0, elapsed - _server_seconds(answer)))

@@ -13,7 +13,9 @@ Same wire format as the original, with the improvements of reference §20:
   idempotent: a retried commit of a committed transaction answers ``{}``;
 * ``MaxPushTransactions`` never evicts an active transaction: an idle one goes, or the
   newcomer gets a retryable 503; idle transactions expire after
-  ``PushTransactionTimeout``;
+  ``PushTransactionTimeout``, or later if the sender (ours) said it would wait longer
+  for this receiver in an outage (``OutageDeadline`` of the plan, plus a margin), so
+  that a sender coming back after an outage finds what it sent;
 * with ``ImportDuringTransfer`` (this receiver's option, or the sender's request),
   each verified instance is imported while the others are still arriving, and the
   commit waits only for the last ones;
@@ -52,6 +54,8 @@ from .staging import DownloadArea
 
 #: A transaction with no request for this long may be evicted to make room (seconds).
 EVICTABLE_AFTER = 60.0
+#: An idle transaction outlives its sender's outage deadline by this much (seconds).
+OUTAGE_MARGIN = 600.0
 #: Committed transactions are remembered this long, for idempotent commits (seconds).
 COMMITTED_MEMORY = 3600.0
 TRANSACTION_FILE = "transaction.json"
@@ -63,6 +67,7 @@ class PushTransaction:
     id: str
     compression: Compression
     area: DownloadArea
+    keep_idle: float                            # seconds before an idle one expires
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
     in_flight: int = 0
@@ -110,11 +115,14 @@ class PushReceiver:
             try:
                 meta = json.loads((directory / TRANSACTION_FILE).read_text())
                 plan = DownloadArea.saved_plan(directory)
-                if plan is None or time.time() - meta["Created"] > self._timeout():
+                keep_idle = float(meta.get("KeepIdle", self._timeout()))
+                idle = time.time() - _last_written(directory)
+                if plan is None or idle > keep_idle:
                     raise ValueError("expired or without plan")
                 area = DownloadArea(directory, *plan)
                 tx = PushTransaction(directory.name, Compression(meta["Compression"]), area,
-                                     created=meta["Created"])
+                                     keep_idle, created=meta["Created"],
+                                     last_active=time.monotonic() - idle)
                 self._transactions[tx.id] = tx
             except (OSError, ValueError, KeyError, StagingError):
                 shutil.rmtree(directory, ignore_errors=True)
@@ -130,10 +138,18 @@ class PushReceiver:
     def _timeout(self) -> float:
         return self._services.config.push_transaction_timeout
 
+    def _keep_idle(self, plan: PushPlan) -> float:
+        """How long this transaction may stay idle: the option, or the sender's outage
+        deadline and a margin if longer."""
+        waits = plan.outage_deadline + OUTAGE_MARGIN if plan.outage_deadline else 0.0
+        return max(self._timeout(), waits)
+
     # -- routes -----------------------------------------------------------------------
 
     def create(self, plan: PushPlan) -> PushTransaction:
-        free = shutil.disk_usage(self.root).free if self.root.exists() else 0
+        if not self.root.exists():         # restore() makes it once Orthanc has started
+            raise ServiceUnavailable("The push receiver is not ready yet: Orthanc is starting")
+        free = shutil.disk_usage(self.root).free
         if plan.total_size > free:
             raise ServiceUnavailable(f"Not enough space in the staging directory for "
                                      f"{plan.total_size} bytes ({free} free)")
@@ -156,12 +172,13 @@ class PushReceiver:
         tx_id = str(uuid.uuid4())
         directory = self.root / tx_id
         area = DownloadArea(directory, plan.instances, plan.buckets)
-        tx = PushTransaction(tx_id, plan.compression, area)
+        tx = PushTransaction(tx_id, plan.compression, area, self._keep_idle(plan))
         if self._services.config.imports_during_transfer(plan.import_during_transfer):
             tx.stream = ImportStream(self._services, area, check=lambda: None,
                                      on_imported=lambda _: None)
         (directory / TRANSACTION_FILE).write_text(json.dumps(
-            {"Compression": plan.compression.value, "Created": tx.created}))
+            {"Compression": plan.compression.value, "Created": tx.created,
+             "KeepIdle": tx.keep_idle}))
         return tx
 
     def _abandon(self, expired: list[PushTransaction], evicted: PushTransaction | None) -> None:
@@ -325,7 +342,7 @@ class PushReceiver:
         """Drop the transactions idle for too long (under ``_lock``); the caller abandons
         them once the lock is released."""
         now = time.monotonic()
-        expired = [t for t in self._transactions.values() if t.idle_for() > self._timeout()]
+        expired = [t for t in self._transactions.values() if t.idle_for() > t.keep_idle]
         for tx in expired:
             del self._transactions[tx.id]
         for tx_id in [k for k, t in self._committed.items() if now - t > COMMITTED_MEMORY]:
@@ -349,6 +366,13 @@ class PushReceiver:
         limit = self._services.config.max_push_transactions
         self._services.metrics.set("available_push_count", max(0, limit - active))
         self._services.metrics.set("active_push_count", active)
+
+
+def _last_written(directory: Path) -> float:
+    """When a transaction last received something (its newest file), wall clock: what
+    is left of its idle time survives a restart."""
+    return max((path.stat().st_mtime for path in directory.iterdir()),
+               default=directory.stat().st_mtime)
 
 
 def _encoding(name: str | None, compression: Compression) -> Encoding:

@@ -69,9 +69,11 @@ def post_send(api: StartingApi, request: Request) -> Response:
                                 peer=peer.name, uri="/transfers/pull")
     answer = {"Peer": peer.name, "RemoteJob": remote["ID"],
               "URL": peer.url.rstrip("/") + remote["Path"]}
-    api.engine.submit(TRACKING_JOB_TYPE, {**answer, "Resources": list(query.raw_resources),
-                                          "Compression": query.compression.value},
-                      query.priority)
+    tracking = {**answer, "Resources": list(query.raw_resources),
+                "Compression": query.compression.value}
+    if query.outage_deadline is not None:
+        tracking["OutageDeadline"] = query.outage_deadline
+    api.engine.submit(TRACKING_JOB_TYPE, tracking, query.priority)
     return Response.json(answer)
 
 

@@ -2,12 +2,15 @@
 
 ``RetryPolicy.increment(error)`` never mutates: it returns the policy for the next
 attempt (one retry fewer, one more line of history) or raises :class:`RetriesExhausted`
-``from`` the error. :meth:`RetryPolicy.backoff` is pure arithmetic; sleeping is the
-caller's business (``run_with_retries`` takes a ``sleep`` so tests never wait).
+``from`` the error. :meth:`RetryPolicy.backoff` is pure arithmetic (it takes its random
+draw); sleeping is the caller's business (``run_with_retries`` takes a ``sleep`` and a
+``draw`` so tests never wait). Pauses have jitter: threads that lost their connections
+at the same moment do not all come back at the same moment.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +29,8 @@ class RetryPolicy:
     backoff_factor: float = 1.0
     #: longest pause in seconds
     backoff_max: float = 30.0
+    #: each pause is drawn in ``[1 - jitter, 1 + jitter]`` times its nominal length
+    jitter: float = 0.25
     #: one line per failed attempt, oldest first
     history: tuple[str, ...] = ()
 
@@ -33,11 +38,13 @@ class RetryPolicy:
     def attempts_made(self) -> int:
         return len(self.history)
 
-    def backoff(self) -> float:
-        """Seconds to wait before the next attempt (0 before the first one)."""
+    def backoff(self, draw: float = 0.5) -> float:
+        """Seconds to wait before the next attempt (0 before the first one); ``draw``
+        in [0, 1) places it within the jitter (0.5: the nominal pause)."""
         if not self.history:
             return 0.0
-        return float(min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1)))
+        nominal = min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1))
+        return float(nominal * (1 - self.jitter + 2 * self.jitter * draw))
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, TransfersError) and error.retryable
@@ -58,6 +65,7 @@ class RetryPolicy:
 
 def run_with_retries(action: Callable[[], T], policy: RetryPolicy, *,
                      sleep: Callable[[float], object] = time.sleep,
+                     draw: Callable[[], float] = random.random,
                      should_stop: Callable[[], None] = lambda: None,
                      on_retry: Callable[[BaseException], None] = lambda _: None) -> T:
     """Call ``action`` until it succeeds or ``policy`` is exhausted.
@@ -74,4 +82,4 @@ def run_with_retries(action: Callable[[], T], policy: RetryPolicy, *,
         except TransfersError as error:
             policy = policy.increment(error)
             on_retry(error)
-            sleep(policy.backoff())
+            sleep(policy.backoff(draw()))

@@ -10,10 +10,22 @@ does the same there.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from typing import Any
 
-from .errors import Cancelled, Interrupted, Paused, PeerError, PeerProtocolError, TransfersError
+from .errors import (
+    Cancelled,
+    Interrupted,
+    Paused,
+    PeerError,
+    PeerProtocolError,
+    PeerUnreachable,
+    TransfersError,
+)
 from .jobs import RunContext
+from .outage import OutageLog, OutagePolicy, is_outage
+from .peers import PeerClient
 from .services import Services
 
 TRACKING_JOB_TYPE = "PullTransferTracking"
@@ -27,6 +39,7 @@ class TrackingWork:
         self.job_id = job_id
         self.request = request
         self.remote: dict[str, Any] = {}
+        self.outages = OutageLog()
 
     def content(self) -> dict[str, Any]:
         keys = ("Peer", "RemoteJob", "URL", "Resources", "Compression")
@@ -36,6 +49,7 @@ class TrackingWork:
             content["RemoteContent"] = self.remote.get("Content", {})
             if self.remote.get("State") == "Failure":
                 content["RemoteError"] = self.remote.get("ErrorDescription")
+        content.update(self.outages.content(self._policy(), time.monotonic()))
         return content
 
     def progress(self) -> float:
@@ -47,19 +61,14 @@ class TrackingWork:
     def run(self, context: RunContext) -> None:
         client = self._services.client(self.request["Peer"])
         path = f"/jobs/{self.request['RemoteJob']}"
+        self.outages = OutageLog()
         first = True
         try:
             while True:
                 context.check()
-                try:
-                    remote = client.get_json(path)
-                except PeerError:
-                    context.wait(POLL_INTERVAL * 4)   # the peer may come back
+                remote = self._poll(client, path, context)
+                if remote is None:
                     continue
-                if not isinstance(remote, dict) or "State" not in remote:
-                    raise PeerProtocolError(f"Peer answered {path} without a job State",
-                                            peer=client.peer.name, uri=path)
-                self.remote = remote
                 state = remote["State"]
                 if first and state in ("Paused", "Failure"):
                     action = "resume" if state == "Paused" else "resubmit"
@@ -79,3 +88,45 @@ class TrackingWork:
                 with contextlib.suppress(PeerError):
                     client.send("POST", f"{path}/{action}", body=b"")
             raise
+
+    def _poll(self, client: PeerClient, path: str, context: RunContext) -> dict[str, Any] | None:
+        """The remote job, or None after a wait for a peer that did not answer."""
+        try:
+            remote = client.get_json(path)
+        except PeerError as e:
+            if not is_outage(e):
+                raise        # the job is gone (404), or we may not see it (401, 403)
+            self._wait(client, e, context)
+            return None
+        if not isinstance(remote, dict) or "State" not in remote:
+            raise PeerProtocolError(f"Peer answered {path} without a job State",
+                                    peer=client.peer.name, uri=path)
+        self.outages.end()
+        self.remote = remote
+        return remote
+
+    def _wait(self, client: PeerClient, error: PeerError, context: RunContext) -> None:
+        """The remote job goes on by itself: wait, then poll again, until the deadline."""
+        policy = self._policy()
+        outage, new = self.outages.begin(client.peer.name, str(error), time.monotonic())
+        if new:
+            self._services.metrics.add("outages_count")
+        left = policy.gives_up_in(outage.started, time.monotonic())
+        if left <= 0:
+            raise PeerUnreachable(
+                f"Lost contact with peer {client.peer.name} for longer than the outage "
+                f"deadline ({policy.deadline:g} s); its pull job may still run: "
+                f"{self.request.get('URL', '')}", peer=client.peer.name, uri=error.uri) from error
+        pause = min(policy.pause(outage.probes, random.random()), left)
+        self.outages.scheduled(time.monotonic() + pause)
+        context.changed()
+        with context.waiting():
+            context.wait(pause)
+        self.outages.waited_for(pause)
+        self._services.metrics.add("outage_waits_count")
+        self._services.metrics.add("outage_wait_seconds", pause)
+
+    def _policy(self) -> OutagePolicy:
+        requested = self.request.get("OutageDeadline")
+        return OutagePolicy(self._services.config.outage_deadline_of(
+            float(requested) if isinstance(requested, (int, float)) else None))

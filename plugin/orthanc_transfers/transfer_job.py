@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import threading
 import time
@@ -11,7 +12,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .chooser import EncodingChooser
 from .concurrency import InFlight
-from .errors import IntegrityError, PeerError, RetriesExhausted, TransfersError
+from .errors import IntegrityError, PeerError, PeerUnreachable, RetriesExhausted, TransfersError
+from .metrics import Metrics
+from .outage import OutageLog, OutagePolicy, is_outage
+from .peers import peer_answers
 from .protocol import Compression, TransferQuery, round_kb, round_mb
 
 if TYPE_CHECKING:
@@ -28,18 +32,20 @@ class TransferStats:
     """Counters shown in a job's Content (reference §8.2) and its progress.
 
     Written by the job's runner and its pool threads, read by REST handlers: every
-    write and every read of more than one field takes ``lock``.
+    write and every read of more than one field takes ``lock``. One attempt of a run has
+    its own; ``retried`` carries the retries of the earlier attempts over.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None, retried: int = 0) -> None:
         self.lock = threading.Lock()
+        self._metrics = metrics
         self.total_instances = 0
         self.total_size = 0
         self.skipped_instances = 0
         self.network_bytes = 0            # compressed bytes on the wire
         self.done_bytes = 0               # bytes of every bucket done, this run or before
         self.completed_queries = 0
-        self.retried_queries = 0          # failed attempts that were tried again
+        self.retried_queries = retried    # failed requests that were tried again
         self.total_buckets = 0
         self.reused_buckets = 0           # held from an earlier attempt: not sent again
         self.imported = 0
@@ -88,6 +94,8 @@ class TransferStats:
     def retried(self, _: BaseException) -> None:
         with self.lock:
             self.retried_queries += 1
+        if self._metrics is not None:
+            self._metrics.add("http_retries_count")
 
     def speed_kbs(self) -> int:
         """Network KiB/s since the transfer phase started (reference §7); under ``lock``."""
@@ -168,23 +176,26 @@ class TransferWork(Generic[Prepared]):
         self.job_id = job_id
         self._services = services
         self.stats = TransferStats()
+        self.outages = OutageLog()
         self.failure: dict[str, Any] | None = None
         self._peer_encodings: frozenset[str] = frozenset()
         self._in_flight = InFlight(services.config.threads)
 
     def run(self, context: RunContext) -> None:
-        """One attempt: prepare (what to move, what the other side holds already), move
-        the buckets, finish (import or commit). A failure is kept for the Content, and
-        the staging folder for a resubmit; a stop signal is not a failure."""
+        """Attempts until one succeeds: prepare (what to move, what the other side holds
+        already), move the buckets, finish (import or commit). An attempt that failed
+        because the peer is away is followed by a wait for it (:meth:`_ride_out`), then
+        by the next attempt, which continues from what is staged. A failure is kept for
+        the Content, and the staging folder for a resubmit; a stop signal is not a
+        failure."""
         self.failure = None
-        self.stats = TransferStats()
+        self.outages = OutageLog()
+        self.stats = TransferStats(self._services.metrics)
         client: PeerClient | None = None
         try:
             client = self._services.client(self.query.peer)
-            prepared = self._prepare(client, context)
-            if prepared is not None:
-                self._move(client, prepared, context)
-                self._finish(client, prepared, context)
+            while not self._attempt(client, context):
+                pass
         except TransfersError as e:
             self.failure = failure_reason(e, self.query.peer)
             if client is not None:
@@ -192,6 +203,57 @@ class TransferWork(Generic[Prepared]):
             raise
         self.stats.set_phase("Done")
         self.discard()
+
+    def _attempt(self, client: PeerClient, context: RunContext) -> bool:
+        """One attempt; False if the peer was away and has come back."""
+        self.stats = TransferStats(self._services.metrics, self.stats.retried_queries)
+        try:
+            prepared = self._prepare(client, context)
+            if prepared is not None:
+                self._move(client, prepared, context)
+                self._finish(client, prepared, context)
+            return True
+        except TransfersError as e:
+            if not is_outage(e):
+                raise
+            self._ride_out(client, e, context)
+            return False
+
+    def _ride_out(self, client: PeerClient, error: TransfersError, context: RunContext) -> None:
+        """Wait, probing the peer, until it answers; past the deadline, fail. An attempt
+        that moved buckets ended the previous outage; one that did not continues it."""
+        policy = self._outage_policy()
+        if policy.deadline <= 0:
+            raise error
+        metrics, peer = self._services.metrics, client.peer.name
+        if self.stats.completed_queries:
+            self.outages.end()
+        outage, new = self.outages.begin(peer, str(error), time.monotonic())
+        if new:
+            metrics.add("outages_count")
+        self.stats.set_phase("Waiting")
+        with context.waiting():
+            while True:
+                left = policy.gives_up_in(outage.started, time.monotonic())
+                if left <= 0:
+                    cause = error.last if isinstance(error, RetriesExhausted) else error
+                    raise PeerUnreachable(
+                        f"Peer {peer} stayed unreachable for longer than the outage deadline "
+                        f"({policy.deadline:g} s, Transfers.OutageDeadline); last error: "
+                        f"{cause}", peer=peer, uri=getattr(cause, "uri", "")) from error
+                pause = min(policy.pause(outage.probes, random.random()), left)
+                self.outages.scheduled(time.monotonic() + pause)
+                context.changed()
+                context.wait(pause)
+                self.outages.waited_for(pause)
+                metrics.add("outage_waits_count")
+                metrics.add("outage_wait_seconds", pause)
+                if peer_answers(client):
+                    break
+        self.outages.resumed()
+
+    def _outage_policy(self) -> OutagePolicy:
+        return OutagePolicy(self._services.config.outage_deadline_of(self.query.outage_deadline))
 
     # -- the steps of a transfer ------------------------------------------------------
 
@@ -209,6 +271,12 @@ class TransferWork(Generic[Prepared]):
         """Called once the attempt failed (not when it was stopped)."""
 
     # -- what the steps share ---------------------------------------------------------
+
+    def _content(self, moved: str) -> dict[str, Any]:
+        """The Content of the original and ours, with the outages of this run."""
+        content = transfer_content(self.query, self.stats, self.failure, moved)
+        content.update(self.outages.content(self._outage_policy(), time.monotonic()))
+        return content
 
     def _chooser(self, compression: Compression) -> EncodingChooser:
         config = self._services.config

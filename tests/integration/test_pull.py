@@ -17,7 +17,9 @@ from devkit.wan_proxy import LinkProfile
 
 #: Slow enough that a test can act while buckets move (about 2 s for the test study).
 SLOW = LinkProfile("slow", delay=0.005, bandwidth=100e6)
-SMALL_BUCKETS = {"Transfers": {"BucketSize": 512, "MaxHttpRetries": 1, "HttpRetryBackoff": 0.1}}
+# OutageDeadline 0: these tests check what a failure leaves and what a resubmit does.
+SMALL_BUCKETS = {"Transfers": {"BucketSize": 512, "MaxHttpRetries": 1, "HttpRetryBackoff": 0.1,
+                               "OutageDeadline": 0}}
 
 
 def pull(receiver: OrthancServer, source_name: str, resource_list: list[dict[str, str]],

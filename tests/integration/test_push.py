@@ -18,7 +18,9 @@ from devkit.orthanc_server import (
 from devkit.wan_proxy import LinkProfile
 
 SLOW = LinkProfile("slow", delay=0.005, bandwidth=100e6)
-SMALL_BUCKETS = {"Transfers": {"BucketSize": 512, "MaxHttpRetries": 1, "HttpRetryBackoff": 0.1}}
+# OutageDeadline 0: these tests check what a failure leaves and what a resubmit does.
+SMALL_BUCKETS = {"Transfers": {"BucketSize": 512, "MaxHttpRetries": 1, "HttpRetryBackoff": 0.1,
+                               "OutageDeadline": 0}}
 
 
 def send(source: OrthancServer, peer: str, resource_list: list[dict[str, str]],

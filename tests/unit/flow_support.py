@@ -56,10 +56,11 @@ def add_study(host: FakeHost, sizes: tuple[int, ...] = STUDY_SIZES,
 
 
 def make_host(staging: Path, **transfers: Any) -> FakeHost:
-    """A fake Orthanc whose plugin stages under ``staging``; ``transfers`` overrides."""
+    """A fake Orthanc whose plugin stages under ``staging``; ``transfers`` overrides.
+    No retries and no waiting for a peer in an outage, unless a test asks for them."""
     options = {"ImportThroughHttp": False, "StagingDirectory": str(staging),
                "BucketSize": 1, "Threads": 2, "MaxHttpRetries": 0, "HttpRetryBackoff": 0,
-               **transfers}
+               "OutageDeadline": 0, **transfers}
     return FakeHost(config={"Transfers": options})
 
 

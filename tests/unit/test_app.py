@@ -4,6 +4,7 @@ again at the next start."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def test_install_registers_the_routes_and_extends_the_explorer(tmp_path: Path) -
     assert any("BucketSize" in text for _, text in host.logs)         # the settings
     assert host.import_settings == ImportSettings(False, commit_threads=1, timeout=60.0)
     assert not (tmp_path / "orthanc").exists()          # nothing on disk before the start
+
+
+def test_a_push_before_orthanc_has_started_is_told_to_come_back(tmp_path: Path) -> None:
+    host = make_host(tmp_path / "orthanc")
+    install(host)
+    plan = {"Instances": [], "Buckets": [], "Compression": "none"}
+    answer = host.call("POST", "/transfers/push", json.dumps(plan))
+    assert answer.status == 503 and "starting" in str(answer.body)
 
 
 def test_a_bad_setting_refuses_to_install(tmp_path: Path) -> None:

@@ -168,9 +168,10 @@ def test_transfer_arguments_and_body() -> None:
         "Peer": "b", "Compression": "gzip"}
     args = cli.build_parser().parse_args(["pull", "--peer", "a", "--level", "Series",
                                           "--compression", "none", "--priority", "-3",
-                                          "--wait", "x"])
+                                          "--outage-deadline", "600", "--wait", "x"])
     assert cli.transfer_body(args) == {"Resources": [{"Level": "Series", "ID": "x"}],
-                                       "Peer": "a", "Compression": "none", "Priority": -3}
+                                       "Peer": "a", "Compression": "none", "Priority": -3,
+                                       "OutageDeadline": 600}
 
 
 @pytest.mark.parametrize("argv", [[], ["send", "s1"], ["send", "--peer", "b"],
@@ -214,6 +215,14 @@ def test_render_progress() -> None:
     odd = {"State": "Running", "Progress": "lots", "Content": {"TotalSizeMB": "?",
                                                               "DownloadedSizeMB": True}}
     assert cli.render_progress(odd, width=2) == "[--]   0% Running"
+    waiting = {"State": "Running", "Progress": 40, "Content": {
+        "Phase": "Waiting", "Waiting": {"Peer": "b", "NextTryInSeconds": 40}}}
+    assert cli.render_progress(waiting, width=2) == \
+        "[--]  40% Running Waiting - waiting for peer b, next try in 40 s"
+    remote_waits = {"State": "Running", "Progress": 10, "Content": {"RemoteContent": {
+        "Phase": "Waiting", "Waiting": {"Peer": "a", "NextTryInSeconds": 5}}}}
+    assert cli.render_progress(remote_waits, width=2).endswith(
+        "waiting for peer a, next try in 5 s")
 
 
 def test_job_row_and_failure_lines() -> None:

@@ -20,13 +20,15 @@ from orthanc_transfers.errors import BadRequest, UnknownResource
 
 KIB, MIB = 1024, 1024 * 1024
 
-# Reference §2.1: option, default as written in the configuration, effective value.
+# Reference §2.1: option, default as written in the configuration, effective value
+# (MaxHttpRetries: 0 in the original; ours retries by default, see Unreliable links).
 DEFAULTS = [
     ("Threads", 4, ("threads", 4)),
     ("BucketSize", 4096, ("bucket_size", 4096 * KIB)),
     ("CacheSize", 512, ("cache_size", 512 * MIB)),
     ("MaxPushTransactions", 4, ("max_push_transactions", 4)),
-    ("MaxHttpRetries", 0, ("max_http_retries", 0)),
+    ("MaxHttpRetries", 5, ("max_http_retries", 5)),
+    ("OutageDeadline", 21600, ("outage_deadline", 21600)),
     ("PeerConnectivityTimeout", 2, ("peer_connectivity_timeout", 2)),
     ("PeerCommitTimeout", 600, ("peer_commit_timeout", 600)),
     ("CommitThreadsCount", 1, ("commit_threads_count", 1)),

@@ -28,7 +28,8 @@ WRITTEN_TRANSFERS = {
     "Threads": 6, "BucketSize": 1024, "CacheSize": 64, "MaxPushTransactions": 2,
     "MaxHttpRetries": 3, "PeerConnectivityTimeout": 5, "PeerCommitTimeout": 60,
     "CommitThreadsCount": 2, "HttpRetryBackoff": 0.5, "HttpRetryBackoffMax": 8.0,
-    "PushTransactionTimeout": 60, "MaxInstanceSize": 100, "GzipLevel": 6,
+    "OutageDeadline": 600, "PushTransactionTimeout": 60, "MaxInstanceSize": 100,
+    "GzipLevel": 6,
     "ImportThroughHttp": False, "ImportDuringTransfer": True, "SkipStoredInstances": True,
     "RestrictChunksToTransfers": True, "StagingDirectory": "/fast/staging",
 }

@@ -72,7 +72,9 @@ def test_status_code_and_body(cls: type[TransfersError], status: int, code: int,
 def test_retries_exhausted() -> None:
     last = PeerUnreachable("refused")
     error = RetriesExhausted("gave up", last, ("attempt 1: refused", "attempt 2: refused"))
-    assert (error.http_status, error.orthanc_code) == (500, errors.ORTHANC_NETWORK_PROTOCOL)
+    # Answered as its last error: a peer that kept failing is a bad gateway.
+    assert (error.http_status, error.orthanc_code) == (502, errors.ORTHANC_NETWORK_PROTOCOL)
+    assert RetriesExhausted("gave up", ValueError("odd"), ()).http_status == 500
     assert error.details == "attempt 1: refused; attempt 2: refused"
     assert error.to_json()["Details"] == error.details
     assert error.last is last

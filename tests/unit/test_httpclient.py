@@ -6,6 +6,8 @@ import base64
 import contextlib
 import json
 import pkgutil
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from orthanc_transfers import httpclient
-from orthanc_transfers.httpclient import HttpPools, Tls, TransportError
+from orthanc_transfers.httpclient import CertificateRefused, HttpPools, Tls, TransportError
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugin"
 
@@ -48,6 +50,15 @@ class _Handler(BaseHTTPRequestHandler):
                 "port": self.connection.getpeername()[1]}
         self._answer(404 if self.path == "/missing" else 200, json.dumps(echo).encode(),
                      {"Content-Type": "application/json", "X-Echo": "yes"})
+
+    def do_POST(self) -> None:
+        """An answer cut short: 1000 bytes announced, 500 sent, connection closed."""
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"x" * 500)
+        self.wfile.flush()
+        self.close_connection = True
 
     def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -105,6 +116,46 @@ def test_stop_aborts_an_answer_in_flight_and_drops_the_connection(server: str) -
 def test_transport_failures_are_transport_errors() -> None:
     with pytest.raises(TransportError, match=r"refused|NewConnectionError"):
         HttpPools(1).request("GET", "http://127.0.0.1:9/", timeout=2)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The handler behind TLS, with a self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
+    httpd.shutdown()
+
+
+def test_a_refused_certificate_is_told_apart_from_an_unreachable_server(
+        tls_server: tuple[str, Path]) -> None:
+    """No retry or outage wait changes a certificate that fails verification."""
+    url, cert = tls_server
+    with pytest.raises(CertificateRefused, match="CERTIFICATE_VERIFY_FAILED"):
+        HttpPools(1).request("GET", url + "/echo", timeout=5)
+    assert HttpPools(1).request("GET", url + "/echo", tls=Tls(ca_file=str(cert))).status == 200
+    with pytest.raises(TransportError) as unreachable:
+        HttpPools(1).request("GET", "https://127.0.0.1:9/", timeout=2)
+    assert not isinstance(unreachable.value, CertificateRefused)
+
+
+def test_an_answer_cut_short_is_a_transport_error(server: str) -> None:
+    """Not a short body (urllib3 1.26 would return one): a reset mid-answer is a network
+    failure, which a job waits out, not corrupted data."""
+    for stop in (None, lambda: None):
+        with pytest.raises(TransportError):
+            HttpPools(1).request("POST", server + "/short", body=b"", stop=stop)
 
 
 def test_tls_settings_are_ignored_for_plain_http(server: str) -> None:

@@ -250,4 +250,5 @@ def test_an_instance_larger_than_max_instance_size_fails_before_any_download(
                                             transfer_query("source")), "Failure", "Success")
     assert done["State"] == "Failure"
     assert "exceeds Transfers.MaxInstanceSize" in done["ErrorDescription"]
+    assert done["Content"]["FailureReason"]["URI"] == "/transfers/lookup"
     assert script.requests_to("GET", CHUNKS) == []

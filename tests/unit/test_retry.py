@@ -45,6 +45,15 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+def test_backoff_has_jitter_around_the_nominal_pause() -> None:
+    """Pauses are spread over ±25 % so that threads that failed together do not all
+    come back together; the draw is the caller's, so this is exact."""
+    policy = RetryPolicy(retries=3).increment(unavailable()).increment(unavailable())
+    assert (policy.backoff(0.0), policy.backoff(0.5), policy.backoff(0.999)) == \
+        (1.5, 2.0, pytest.approx(2.499))
+    assert RetryPolicy(retries=1, jitter=0).increment(unavailable()).backoff(0.9) == 1.0
+
+
 def test_backoff_factor() -> None:
     policy = RetryPolicy(retries=3, backoff_factor=0.5).increment(unavailable())
     assert policy.increment(unavailable()).backoff() == 1.0
@@ -112,6 +121,11 @@ class Script:
         return self.result
 
 
+def nominal_draw() -> float:
+    """The middle of the jitter: every pause at its nominal length."""
+    return 0.5
+
+
 def recorder() -> tuple[list[float], Callable[[float], None]]:
     calls: list[float] = []
     return calls, calls.append
@@ -120,7 +134,8 @@ def recorder() -> tuple[list[float], Callable[[float], None]]:
 def test_run_with_retries_sleeps_between_attempts() -> None:
     sleeps, sleep = recorder()
     action = Script(unavailable(), PeerUnreachable("reset"))
-    assert run_with_retries(action, RetryPolicy(retries=3), sleep=sleep) == "done"
+    assert run_with_retries(action, RetryPolicy(retries=3), sleep=sleep,
+                            draw=nominal_draw) == "done"
     assert action.calls == 3
     assert sleeps == [1.0, 2.0]
 
@@ -135,7 +150,7 @@ def test_run_with_retries_exhausted() -> None:
     sleeps, sleep = recorder()
     action = Script(unavailable(), unavailable(), unavailable())
     with pytest.raises(RetriesExhausted) as caught:
-        run_with_retries(action, RetryPolicy(retries=2), sleep=sleep)
+        run_with_retries(action, RetryPolicy(retries=2), sleep=sleep, draw=nominal_draw)
     assert action.calls == 3
     assert sleeps == [1.0, 2.0]
     assert len(caught.value.history) == 3
@@ -171,7 +186,8 @@ def test_should_stop_is_checked_before_every_attempt() -> None:
             raise Paused("job paused")
 
     with pytest.raises(Paused):
-        run_with_retries(action, RetryPolicy(retries=2), sleep=sleep, should_stop=should_stop)
+        run_with_retries(action, RetryPolicy(retries=2), sleep=sleep, draw=nominal_draw,
+                         should_stop=should_stop)
     assert (action.calls, sleeps) == (1, [1.0])
 
 
