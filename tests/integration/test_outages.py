@@ -194,7 +194,12 @@ class Transfer:
         assert self.before["CompletedHttpQueries"] < self.before["TotalBuckets"], self.before
         self.faulted_at, self.faulted_wall = time.monotonic(), utc_now()
         if kind == "stop":
+            # A graceful stop takes seconds, during which Orthanc still answers: the
+            # transfer could finish meanwhile. The link is cut for as long as the stop
+            # takes (the requests in flight go), then the stopped peer refuses.
+            self.link.cut()
             self.peer.stop()
+            self.link.restore()
         else:
             self.link.cut()
 
