@@ -238,6 +238,11 @@ class RetriesExhausted(TransfersError):
             self.http_status = last.http_status
 
 
+def last_error(error: BaseException) -> BaseException:
+    """What actually went wrong: the last attempt's error of exhausted retries."""
+    return error.last if isinstance(error, RetriesExhausted) else error
+
+
 class StopSignal(Exception):
     """A job was told to stop (by a user or by Orthanc stopping); not a failure."""
 

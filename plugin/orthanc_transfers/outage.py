@@ -10,16 +10,23 @@ refusal, corrupted data, a protocol error — fails the job as before.
 
 :class:`OutageLog` is what a job remembers of its outages (for its Content); the
 arithmetic is pure and takes ``now`` and a random draw, so tests never sleep.
+:func:`wait_before_probe` is the one wait that transfer and tracking jobs share.
 """
 
 from __future__ import annotations
 
 import datetime
+import random
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import PeerHttpError, PeerUnreachable, RetriesExhausted
+from .errors import PeerHttpError, PeerUnreachable, last_error
+
+if TYPE_CHECKING:
+    from .jobs import RunContext
+    from .metrics import Metrics
 
 #: HTTP statuses of a gateway or a peer that is down or restarting.
 OUTAGE_STATUSES = frozenset({502, 503, 504})
@@ -27,7 +34,7 @@ OUTAGE_STATUSES = frozenset({502, 503, 504})
 
 def is_outage(error: BaseException) -> bool:
     """Does ``error`` (or the last error of exhausted retries) say the peer is away?"""
-    cause = error.last if isinstance(error, RetriesExhausted) else error
+    cause = last_error(error)
     if isinstance(cause, PeerUnreachable):
         return True
     return isinstance(cause, PeerHttpError) and cause.status in OUTAGE_STATUSES
@@ -127,6 +134,23 @@ class OutageLog:
                     "NextTryInSeconds": round(max(0.0, outage.next_probe - now)),
                     "GivesUpInSeconds": round(policy.gives_up_in(outage.started, now))}
         return content
+
+
+def wait_before_probe(log: OutageLog, outage: Outage, policy: OutagePolicy,
+                      context: RunContext, metrics: Metrics) -> bool:
+    """Wait until the next probe of ``outage`` (not past its deadline) and count the
+    wait; False, without waiting, once the deadline has passed."""
+    left = policy.gives_up_in(outage.started, time.monotonic())
+    if left <= 0:
+        return False
+    pause = min(policy.pause(outage.probes, random.random()), left)
+    log.scheduled(time.monotonic() + pause)
+    context.changed()
+    context.wait(pause)
+    log.waited_for(pause)
+    metrics.add("outage_waits_count")
+    metrics.add("outage_wait_seconds", pause)
+    return True
 
 
 def _utc_now() -> datetime.datetime:

@@ -35,6 +35,7 @@ from .errors import (
     PeerHttpError,
     RetriesExhausted,
     TransfersError,
+    last_error,
 )
 from .httpclient import HttpAnswer
 from .jobs import RunContext
@@ -126,7 +127,7 @@ class PushWork(TransferWork[Outgoing]):
     def _failed(self, client: PeerClient, error: TransfersError) -> None:
         """A receiver that refused the data will not take it later: forget the
         transaction. After a network failure it stays, for a resubmit to continue."""
-        cause = error.last if isinstance(error, RetriesExhausted) else error
+        cause = last_error(error)
         refused = isinstance(cause, PeerHttpError) and cause.status is not None \
             and 400 <= cause.status < 500 and cause.status != 404
         if refused:

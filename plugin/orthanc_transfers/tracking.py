@@ -10,7 +10,6 @@ does the same there.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from .errors import (
     TransfersError,
 )
 from .jobs import RunContext
-from .outage import OutageLog, OutagePolicy, is_outage
+from .outage import OutageLog, OutagePolicy, is_outage, wait_before_probe
 from .peers import PeerClient
 from .services import Services
 
@@ -111,20 +110,14 @@ class TrackingWork:
         outage, new = self.outages.begin(client.peer.name, str(error), time.monotonic())
         if new:
             self._services.metrics.add("outages_count")
-        left = policy.gives_up_in(outage.started, time.monotonic())
-        if left <= 0:
-            raise PeerUnreachable(
-                f"Lost contact with peer {client.peer.name} for longer than the outage "
-                f"deadline ({policy.deadline:g} s); its pull job may still run: "
-                f"{self.request.get('URL', '')}", peer=client.peer.name, uri=error.uri) from error
-        pause = min(policy.pause(outage.probes, random.random()), left)
-        self.outages.scheduled(time.monotonic() + pause)
-        context.changed()
         with context.waiting():
-            context.wait(pause)
-        self.outages.waited_for(pause)
-        self._services.metrics.add("outage_waits_count")
-        self._services.metrics.add("outage_wait_seconds", pause)
+            if not wait_before_probe(self.outages, outage, policy, context,
+                                     self._services.metrics):
+                raise PeerUnreachable(
+                    f"Lost contact with peer {client.peer.name} for longer than the outage "
+                    f"deadline ({policy.deadline:g} s); its pull job may still run: "
+                    f"{self.request.get('URL', '')}", peer=client.peer.name,
+                    uri=error.uri) from error
 
     def _policy(self) -> OutagePolicy:
         requested = self.request.get("OutageDeadline")

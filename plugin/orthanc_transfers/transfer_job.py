@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import threading
 import time
@@ -12,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .chooser import EncodingChooser
 from .concurrency import InFlight
-from .errors import IntegrityError, PeerError, PeerUnreachable, RetriesExhausted, TransfersError
+from .errors import IntegrityError, PeerError, PeerUnreachable, TransfersError, last_error
 from .metrics import Metrics
-from .outage import OutageLog, OutagePolicy, is_outage
+from .outage import OutageLog, OutagePolicy, is_outage, wait_before_probe
 from .peers import peer_answers
 from .protocol import Compression, TransferQuery, round_kb, round_mb
 
@@ -115,7 +114,7 @@ class TransferStats:
 
 def failure_reason(error: BaseException, peer: str) -> dict[str, Any]:
     """Who failed and where, for the job's Content (the original logs it only)."""
-    cause = error.last if isinstance(error, RetriesExhausted) else error
+    cause = last_error(error)
     reason: dict[str, Any] = {"Peer": peer, "Message": str(error)}
     if isinstance(cause, PeerError):
         reason.update({"URI": cause.uri, "Status": cause.status})
@@ -233,23 +232,15 @@ class TransferWork(Generic[Prepared]):
             metrics.add("outages_count")
         self.stats.set_phase("Waiting")
         with context.waiting():
-            while True:
-                left = policy.gives_up_in(outage.started, time.monotonic())
-                if left <= 0:
-                    cause = error.last if isinstance(error, RetriesExhausted) else error
-                    raise PeerUnreachable(
-                        f"Peer {peer} stayed unreachable for longer than the outage deadline "
-                        f"({policy.deadline:g} s, Transfers.OutageDeadline); last error: "
-                        f"{cause}", peer=peer, uri=getattr(cause, "uri", "")) from error
-                pause = min(policy.pause(outage.probes, random.random()), left)
-                self.outages.scheduled(time.monotonic() + pause)
-                context.changed()
-                context.wait(pause)
-                self.outages.waited_for(pause)
-                metrics.add("outage_waits_count")
-                metrics.add("outage_wait_seconds", pause)
+            while wait_before_probe(self.outages, outage, policy, context, metrics):
                 if peer_answers(client):
                     break
+            else:
+                cause = last_error(error)
+                raise PeerUnreachable(
+                    f"Peer {peer} stayed unreachable for longer than the outage deadline "
+                    f"({policy.deadline:g} s, Transfers.OutageDeadline); last error: "
+                    f"{cause}", peer=peer, uri=getattr(cause, "uri", "")) from error
         self.outages.resumed()
 
     def _outage_policy(self) -> OutagePolicy:
